@@ -1,0 +1,210 @@
+"""Data: raw text from the Hub, local files or the embedded corpus, turned into fixed-length token blocks.
+
+Documents are tokenized with separators (`[CLS] … [SEP]` for MLM, `… <|endoftext|>` for CLM), concatenated and
+cut into blocks of `block_size` tokens; only the final remainder of each split is dropped. Both steps are
+`datasets.map` calls with fingerprints, so a rerun of the same recipe loads them from the cache.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+
+import datasets
+import numpy as np
+import pyarrow.compute as pc
+from datasets import Dataset, DatasetDict, Features, List, Value
+from datasets.fingerprint import Hasher
+from transformers import PreTrainedTokenizerBase
+
+from . import corpus
+from .recipe import DataArguments, RecipeError
+
+logger = logging.getLogger(__name__)
+
+BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+_FORMAT = 1  # bump when tokenization or grouping changes, so cached results are not reused
+_IDS = Features({"input_ids": List(Value("int32"))})
+
+
+def load_texts(args: DataArguments, seed: int) -> DatasetDict:
+    """{"train", "validation"} splits of documents; the text is in `args.text_column`."""
+    if args.uses_embedded_corpus():
+        raw = _embedded(args)
+    elif args.dataset_name:
+        raw = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
+    else:
+        raw = _local(args)
+    if "train" not in raw:
+        raise RecipeError(f"the data has no train split (it has {sorted(raw)}); name a dataset with one")
+    columns = raw["train"].column_names
+    if args.text_column not in columns:
+        raise RecipeError(
+            f"text_column: `{args.text_column}` is not a column of the training data; its columns are {columns}"
+        )
+    if "validation" not in raw and args.validation_split_percentage > 0:
+        carved = raw["train"].train_test_split(test_size=args.validation_split_percentage / 100, seed=seed)
+        raw = DatasetDict(train=carved["train"], validation=carved["test"])
+    keep = {"train": raw["train"]}
+    if "validation" in raw:
+        keep["validation"] = raw["validation"]
+    return DatasetDict(keep)
+
+
+def _embedded(args: DataArguments) -> DatasetDict:
+    try:
+        train_plays, validation_plays = corpus.split_plays(args.validation_plays)
+    except KeyError as e:
+        raise RecipeError(
+            f"validation_plays: {e.args[0]} not in the embedded corpus; choose from {list(corpus.plays())}"
+        ) from None
+    splits = {"train": train_plays, "validation": validation_plays}
+    return DatasetDict(
+        {
+            split: Dataset.from_generator(
+                corpus.generate_documents,
+                gen_kwargs={"names": names, "version": corpus.version()},
+                cache_dir=args.cache_dir,
+                split=datasets.NamedSplit(split),
+            )
+            for split, names in splits.items()
+            if names
+        }
+    )
+
+
+def _expand(key: str, patterns: list[str]) -> list[str]:
+    files = []
+    for pattern in patterns:
+        matched = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+        if not matched:
+            raise RecipeError(f"{key}: no file matches `{pattern}`; check the path (globs like data/*.txt work)")
+        files += [f for f in matched if os.path.isfile(f)]
+    for f in files:
+        if os.path.getsize(f) == 0:
+            raise RecipeError(f"{key}: `{f}` is empty; remove it from {key} or give it text")
+    return files
+
+
+def _local(args: DataArguments) -> DatasetDict:
+    data_files = {"train": _expand("train_files", args.train_files)}
+    if args.validation_files:
+        data_files["validation"] = _expand("validation_files", args.validation_files)
+    exts = {os.path.splitext(f)[1].lower() for fs in data_files.values() for f in fs}
+    unknown = exts - set(BUILDERS)
+    if unknown:
+        raise RecipeError(f"train_files: cannot read {sorted(unknown)} files; use one of {sorted(BUILDERS)}")
+    builders = {BUILDERS[e] for e in exts}
+    if len(builders) > 1:
+        raise RecipeError(f"train_files: mixes {sorted(exts)} files; give files of one format per recipe")
+    builder = builders.pop()
+    kwargs = {"sample_by": args.sample_by} if builder == "text" else {}
+    try:
+        return datasets.load_dataset(builder, data_files=data_files, cache_dir=args.cache_dir, **kwargs)
+    except (ValueError, datasets.exceptions.DatasetGenerationError) as e:
+        raise RecipeError(f"train_files: could not read the files as {builder}: {e}") from None
+
+
+def build_blocks(
+    texts: DatasetDict, tokenizer: PreTrainedTokenizerBase, args: DataArguments, objective: str
+) -> DatasetDict:
+    """{"train", "validation"} datasets of `input_ids` blocks, each exactly `block_size` tokens."""
+    out = {}
+    for split, docs in texts.items():
+        ids = tokenize(docs, tokenizer, args.text_column, objective, args.preprocessing_num_workers, args.overwrite_cache)
+        blocks = group(ids, args.block_size, overwrite=args.overwrite_cache)
+        total = int(pc.sum(pc.list_value_length(ids.data.column("input_ids"))).as_py() or 0)
+        if len(blocks) == 0:
+            raise RecipeError(
+                f"block_size: {args.block_size} tokens is more than the whole {split} split ({total} tokens); "
+                f"lower block_size or give more text"
+            )
+        limit = args.max_train_samples if split == "train" else args.max_eval_samples
+        if limit is not None and limit < len(blocks):
+            blocks = blocks.select(range(limit))
+        logger.info("%s: %d documents, %d tokens, %d blocks of %d", split, len(docs), total, len(blocks), args.block_size)
+        out[split] = blocks
+    return DatasetDict(out)
+
+
+def separators(tokenizer: PreTrainedTokenizerBase, objective: str) -> tuple[bool, int | None]:
+    """(let the tokenizer add [CLS]/[SEP], EOS id to append): how documents are marked before concatenation."""
+    if objective == "mlm":
+        return True, None
+    if tokenizer.eos_token_id is None:
+        raise RecipeError("the tokenizer has no eos_token to separate documents for clm; use one that has")
+    return False, tokenizer.eos_token_id
+
+
+def tokenize(
+    docs: Dataset, tokenizer, text_column: str, objective: str, num_proc: int | None = None, overwrite: bool = False
+) -> Dataset:
+    """One row of token ids per non-empty document, separators included."""
+    backend = tokenizer.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
+    add_special, eos_id = separators(tokenizer, objective)
+    fingerprint = Hasher.hash([_FORMAT, "tokenize", docs._fingerprint, backend.to_str(), text_column, objective])
+    return docs.map(
+        _tokenize_batch,
+        batched=True,
+        fn_kwargs={"backend": backend, "column": text_column, "add_special": add_special, "eos_id": eos_id},
+        remove_columns=docs.column_names,
+        features=_IDS,
+        num_proc=num_proc,
+        new_fingerprint=fingerprint,
+        load_from_cache_file=not overwrite,
+        desc=f"Tokenizing {docs.split or 'documents'}",
+    )
+
+
+def _tokenize_batch(batch, backend, column, add_special, eos_id):
+    texts = [t for t in batch[column] if t and not t.isspace()]
+    ids = [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=add_special)]
+    if eos_id is not None:
+        for row in ids:
+            row.append(eos_id)
+    return {"input_ids": ids}
+
+
+def group(ids: Dataset, block_size: int, overwrite: bool = False) -> Dataset:
+    """Concatenate every document's ids and cut into blocks of `block_size`; only the final remainder is lost.
+
+    Each map batch emits the blocks that *start* inside it, reading the few tokens a straddling block needs
+    from the documents after it, so no remainder is dropped at batch boundaries and memory stays bounded.
+    """
+    lengths = pc.list_value_length(ids.data.column("input_ids")).to_numpy(zero_copy_only=False)
+    starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    fingerprint = Hasher.hash([_FORMAT, "group", ids._fingerprint, block_size])
+    return ids.with_format("arrow").map(
+        _group_batch,
+        batched=True,
+        batch_size=1000,
+        with_indices=True,
+        fn_kwargs={"starts": starts, "block_size": block_size, "source": ids},
+        features=_IDS,
+        new_fingerprint=fingerprint,
+        load_from_cache_file=not overwrite,
+        desc=f"Grouping into blocks of {block_size}",
+    ).with_format(None)
+
+
+def _flat(column) -> np.ndarray:
+    return pc.list_flatten(column).to_numpy(zero_copy_only=False)
+
+
+def _group_batch(batch, indices, starts, block_size, source):
+    first, stop = indices[0], indices[-1] + 1
+    begin, end = int(starts[first]), int(starts[stop])
+    n_blocks = int(starts[-1]) // block_size
+    k0, k1 = -(-begin // block_size), min(-(-end // block_size), n_blocks)  # blocks that start in [begin, end)
+    if k1 <= k0:
+        return {"input_ids": np.zeros((0, block_size), dtype=np.int32)}
+    tokens = _flat(batch["input_ids"])
+    need = k1 * block_size
+    if need > end:  # the last block runs into the documents after this batch
+        upto = int(np.searchsorted(starts, need, side="left"))
+        tokens = np.concatenate([tokens, _flat(source.with_format("arrow")[stop:upto]["input_ids"])])
+    lo = k0 * block_size - begin
+    return {"input_ids": tokens[lo : lo + (k1 - k0) * block_size].reshape(-1, block_size)}

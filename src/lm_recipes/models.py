@@ -1,0 +1,61 @@
+"""Models: a from-scratch BERT or GPT-2 sized by the recipe, or a trained checkpoint to start from."""
+
+from __future__ import annotations
+
+import logging
+
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from .recipe import ModelArguments
+from .tasks import TASKS
+
+logger = logging.getLogger(__name__)
+
+
+def config_for(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    """The architecture's config from the recipe's size keys; vocabulary and special ids from the tokenizer."""
+    task = TASKS[args.objective]
+    vocab_size = len(tokenizer)
+    if task.model_type == "bert":
+        return task.config_class(
+            vocab_size=vocab_size,
+            hidden_size=args.hidden_size,
+            num_hidden_layers=args.num_layers,
+            num_attention_heads=args.num_heads,
+            intermediate_size=args.intermediate_size,
+            max_position_embeddings=args.max_position_embeddings,
+            hidden_dropout_prob=args.dropout,
+            attention_probs_dropout_prob=args.attention_dropout,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    return task.config_class(
+        vocab_size=vocab_size,
+        n_positions=args.max_position_embeddings,
+        n_embd=args.hidden_size,
+        n_layer=args.num_layers,
+        n_head=args.num_heads,
+        n_inner=args.intermediate_size,
+        resid_pdrop=args.dropout,
+        embd_pdrop=args.dropout,
+        attn_pdrop=args.attention_dropout,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    task = TASKS[args.objective]
+    if args.model_name_or_path:
+        model = task.auto_class.from_pretrained(args.model_name_or_path)
+        logger.info("Starting from %s (%s)", args.model_name_or_path, type(model).__name__)
+    else:
+        model = task.model_class(config_for(args, tokenizer))
+        logger.info("Built %s from scratch", type(model).__name__)
+    return model
+
+
+def positions(model: PreTrainedModel) -> int:
+    """How many tokens the model can attend over."""
+    config = model.config
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions")

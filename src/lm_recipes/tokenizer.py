@@ -1,0 +1,149 @@
+"""Tokenizers: WordPiece (BERT) or byte-level BPE (GPT-2) trained with `tokenizers` on the training split.
+
+A trained tokenizer is cached under its fingerprint (settings + training data), so a rerun of an unchanged
+recipe, or another process of the same run, loads it instead of training again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import datasets
+import tokenizers
+from datasets.fingerprint import Hasher
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, BertTokenizer, GPT2Tokenizer, PreTrainedTokenizerBase
+
+from .recipe import ModelArguments, TokenizerArguments
+
+logger = logging.getLogger(__name__)
+
+BERT_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
+EOS = "<|endoftext|>"
+# GPT-2 has no padding token. Reusing EOS for padding would make the causal collator drop every document
+# separator from the loss (it masks labels equal to pad_token_id), so padding gets a token of its own.
+PAD = "<|padding|>"
+GPT2_SPECIALS = {"bos_token": EOS, "eos_token": EOS, "unk_token": EOS, "pad_token": PAD}
+
+_FORMAT = 1  # bump when the way tokenizers are trained changes, to leave stale cache entries behind
+
+
+class BertTokenizerFast(BertTokenizer):
+    """transformers' BERT tokenizer, saved under the class name transformers 4.x loads as its fast BERT tokenizer.
+
+    transformers 5 reads `BertTokenizerFast` as an alias of `BertTokenizer`, so both major versions load the folder.
+    """
+
+    can_save_slow_tokenizer = False  # keeps the "Fast" in tokenizer_config.json's tokenizer_class
+
+
+class GPT2TokenizerFast(GPT2Tokenizer):
+    """transformers' GPT-2 tokenizer, saved as `GPT2TokenizerFast` for the same reason as BertTokenizerFast."""
+
+    can_save_slow_tokenizer = False
+
+
+_CONCRETE = {BertTokenizer: BertTokenizerFast, GPT2Tokenizer: GPT2TokenizerFast}
+
+
+def build(
+    args: TokenizerArguments,
+    model_args: ModelArguments,
+    train_texts: datasets.Dataset,
+    text_column: str,
+    model_max_length: int,
+    cache_dir: str | None = None,
+) -> PreTrainedTokenizerBase:
+    """The run's tokenizer: from the starting checkpoint, from `tokenizer_name`, from the cache, or trained."""
+    if model_args.model_name_or_path:
+        logger.info("Using the tokenizer of %s (not retraining one)", model_args.model_name_or_path)
+        return load(model_args.model_name_or_path)
+    if args.tokenizer_name:
+        logger.info("Using the tokenizer %s", args.tokenizer_name)
+        return load(args.tokenizer_name)
+
+    kind = kind_for(args, model_args)
+    key = Hasher.hash(
+        [_FORMAT, tokenizers.__version__, kind, vars(args), train_texts._fingerprint, text_column, model_max_length]
+    )
+    root = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "lm_recipes_tokenizers"
+    cached = root / key
+    if (cached / "tokenizer.json").is_file():
+        logger.info("Reusing the tokenizer trained earlier on the same data and settings (%s)", cached)
+        return load(str(cached))
+
+    logger.info("Training a %s tokenizer of %d tokens on %d documents", kind, args.vocab_size, len(train_texts))
+    tokenizer = train(args, kind, train_texts, text_column, model_max_length)
+    # Write to a temporary folder, then rename: a concurrent reader never sees half a tokenizer.
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=root, prefix=".tmp-")
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, cached)
+    except OSError:  # another process got there first: theirs is the same tokenizer
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tokenizer
+
+
+def kind_for(args: TokenizerArguments, model_args: ModelArguments) -> str:
+    if args.tokenizer_type != "auto":
+        return args.tokenizer_type
+    return "wordpiece" if model_args.resolved_model_type == "bert" else "bpe"
+
+
+def train(
+    args: TokenizerArguments, kind: str, texts: datasets.Dataset, text_column: str, model_max_length: int
+) -> PreTrainedTokenizerBase:
+    def batches():
+        for batch in texts.select_columns([text_column]).iter(batch_size=1000):
+            yield batch[text_column]
+
+    if kind == "wordpiece":
+        tok = tokenizers.Tokenizer(models.WordPiece(unk_token=BERT_SPECIALS["unk_token"]))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=args.lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece(prefix="##")
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=args.vocab_size,
+            min_frequency=args.min_frequency,
+            special_tokens=list(BERT_SPECIALS.values()),
+            continuing_subword_prefix="##",
+        )
+        tok.train_from_iterator(batches(), trainer, length=len(texts))
+        cls, sep = BERT_SPECIALS["cls_token"], BERT_SPECIALS["sep_token"]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}",
+            pair=f"{cls} $A {sep} $B:1 {sep}:1",
+            special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
+        )
+        return BertTokenizerFast(
+            tokenizer_object=tok, do_lower_case=args.lowercase, model_max_length=model_max_length, **BERT_SPECIALS
+        )
+
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)  # adds no token: no BOS before the text
+    trainer = trainers.BpeTrainer(
+        vocab_size=args.vocab_size,
+        min_frequency=args.min_frequency,
+        special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(batches(), trainer, length=len(texts))
+    return GPT2TokenizerFast(
+        tokenizer_object=tok, add_prefix_space=False, model_max_length=model_max_length, **GPT2_SPECIALS
+    )
+
+
+def load(name_or_path: str) -> PreTrainedTokenizerBase:
+    """AutoTokenizer, upgraded to the class name that both transformers 4.x and 5.x load (see BertTokenizerFast)."""
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    concrete = _CONCRETE.get(type(tokenizer))
+    if concrete is not None:
+        tokenizer = concrete.from_pretrained(name_or_path)
+    return tokenizer

@@ -1,0 +1,168 @@
+"""Training: check the output folder, build every piece, then train, resume, evaluate and save."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+from transformers import Trainer, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from . import data, models, tasks
+from . import recipe as recipes
+from . import tokenizer as tokenizers
+from .recipe import Recipe, RecipeError
+
+logger = logging.getLogger(__name__)
+
+FRESH = {"false", "no", "never"}
+LAST = {"true", "last"}
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), or inf where that would overflow a float."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float("inf")
+
+
+class LMTrainer(Trainer):
+    """The Trainer, with perplexity logged beside every training and evaluation loss."""
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        for key, name in (("loss", "perplexity"), ("eval_loss", "eval_perplexity")):
+            if key in logs:
+                logs[name] = perplexity(logs[key])
+        super().log(logs, start_time)
+
+
+def resume_point(recipe: Recipe) -> str | None:
+    """The checkpoint to resume from, or None for a fresh start; raises if output_dir holds another recipe's run.
+
+    Reads only: nothing is written or deleted here.
+    """
+    args = recipe.training
+    out = Path(args.output_dir)
+    last = get_last_checkpoint(out) if out.is_dir() else None
+    wanted = (args.resume_from_checkpoint or "").strip()
+    if wanted.lower() in FRESH:
+        return None
+    if wanted and wanted.lower() not in LAST:
+        if not Path(wanted).is_dir():
+            raise RecipeError(f"resume_from_checkpoint: {wanted} is not a checkpoint folder; give one, or true")
+        return wanted
+    if last is None:
+        if wanted.lower() in LAST:
+            raise RecipeError(
+                f"resume_from_checkpoint: {wanted} but {out} has no checkpoint-* folder to resume from; "
+                f"drop the key to start fresh"
+            )
+        return None
+    _check_same_recipe(recipe, out)
+    return last
+
+
+def _check_same_recipe(recipe: Recipe, out: Path) -> None:
+    fix = "use another output_dir, or set resume_from_checkpoint: false to start over there (its checkpoints go)"
+    saved_path = out / "recipe.yaml"
+    if not saved_path.is_file():
+        raise RecipeError(f"output_dir: {out} holds checkpoints without a recipe.yaml (not an lm-recipes run); {fix}")
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    here = recipes._plain(recipe.identity())
+    changed = [f"{k}: {saved.get(k)!r} there, {v!r} here" for k, v in here.items() if saved.get(k) != v]
+    if changed:
+        raise RecipeError(f"output_dir: {out} holds checkpoints of a different recipe ({'; '.join(changed)}); {fix}")
+
+
+def plan(recipe: Recipe, train_blocks: int, n_params: int) -> list[str]:
+    """The derived numbers of a run, as lines to print at start."""
+    a, block = recipe.training, recipe.data.block_size
+    per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size
+    if a.max_steps > 0:
+        steps = a.max_steps
+    else:
+        batches = math.ceil(train_blocks / (a.per_device_train_batch_size * a.world_size))
+        steps = math.ceil(batches / a.gradient_accumulation_steps * a.num_train_epochs)
+    return [
+        f"parameters: {n_params:,}",
+        f"training blocks: {train_blocks:,} of {block} tokens = {train_blocks * block:,} tokens",
+        f"global batch: {per_step} sequences = {a.per_device_train_batch_size} per device x "
+        f"{a.gradient_accumulation_steps} accumulation steps x {a.world_size} processes",
+        f"tokens per optimizer step: {per_step * block:,}",
+        f"optimizer steps: {steps:,}; tokens seen: {steps * per_step * block:,} "
+        f"({steps * per_step * block / max(train_blocks * block, 1):.2f} epochs)",
+        f"precision: {'bf16' if a.bf16 else 'fp16' if a.fp16 else 'fp32'} on {a.device.type}",
+    ]
+
+
+def run(recipe: Recipe) -> dict[str, float]:
+    """Train the recipe end to end; returns the final metrics."""
+    args, d, m = recipe.training, recipe.data, recipe.model
+    set_seed(args.seed)
+    resume = resume_point(recipe)
+
+    # Only the main process tokenizes; the others wait, then load its results from the cache.
+    with args.main_process_first(desc="preparing data"):
+        texts = data.load_texts(d, args.seed)
+        tokenizer = tokenizers.build(
+            recipe.tokenizer, m, texts["train"], d.text_column, m.max_position_embeddings, d.cache_dir
+        )
+        blocks = data.build_blocks(texts, tokenizer, d, m.objective)
+    model = models.build(m, tokenizer)
+    if d.block_size > models.positions(model):
+        raise RecipeError(
+            f"block_size: {d.block_size} tokens is more than the {models.positions(model)} positions of "
+            f"{m.model_name_or_path}; lower block_size"
+        )
+    if "validation" not in blocks and args.eval_strategy != "no":
+        raise RecipeError(
+            "eval_strategy asks for evaluation but there is no validation data; "
+            "set validation_files, validation_split_percentage > 0, or eval_strategy: 'no'"
+        )
+
+    for line in ["resolved recipe:", *recipes.dump(recipe).splitlines(), *plan(recipe, len(blocks["train"]), model.num_parameters())]:
+        logger.info(line)
+
+    # Everything is known to be valid: from here on the run writes.
+    if args.should_save:
+        if resume is None:
+            _clear_checkpoints(args.output_dir)
+        recipes.save(recipe, args.output_dir)
+    trainer = LMTrainer(
+        model=model,
+        args=args,
+        data_collator=tasks.collator(m.objective, tokenizer, d.mlm_probability),
+        train_dataset=blocks["train"],
+        eval_dataset=blocks.get("validation"),
+        processing_class=tokenizer,
+    )
+    if resume:
+        logger.info("Resuming from %s (set resume_from_checkpoint: false to start over)", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    metrics = dict(result.metrics)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    if "validation" in blocks:
+        eval_metrics = trainer.evaluate()
+        eval_metrics["eval_perplexity"] = perplexity(eval_metrics["eval_loss"])
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    trainer.save_state()
+    return metrics
+
+
+def _clear_checkpoints(output_dir: str) -> None:
+    out = Path(output_dir)
+    if not out.is_dir():
+        return
+    for ckpt in sorted(p for p in out.glob("checkpoint-*") if p.is_dir()):
+        logger.info("Starting fresh: removing %s", ckpt)
+        shutil.rmtree(ckpt)
+    os.makedirs(out, exist_ok=True)
