@@ -15,14 +15,15 @@ USAGE = "usage: train.py RECIPE.yaml [--key value ...]   (train.py RECIPE.yaml -
 
 
 def setup_logging(args: transformers.TrainingArguments) -> None:
-    """INFO on the main process, warnings only on the others, for ours and the libraries' loggers alike."""
-    level = args.get_process_log_level()
-    if level < 0:  # log_level "passive": the main process says what it does, the others only warn
-        level = logging.INFO if args.should_log else logging.WARNING
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
+    """Our progress at INFO on the main process and warnings only on the others; the libraries keep their own
+    level unless the recipe sets `log_level` (then both follow it)."""
+    explicit = args.log_level != "passive"
+    level = args.get_process_log_level() if explicit else logging.INFO if args.should_log else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("lm_recipes").setLevel(level)
-    transformers.utils.logging.set_verbosity(level)
-    datasets.utils.logging.set_verbosity(max(level, logging.WARNING))
+    if explicit:
+        transformers.utils.logging.set_verbosity(level)
+        datasets.utils.logging.set_verbosity(level)
 
 
 def main(argv: list[str] | None = None) -> int:

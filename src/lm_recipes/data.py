@@ -112,7 +112,9 @@ def build_blocks(
     """{"train", "validation"} datasets of `input_ids` blocks, each exactly `block_size` tokens."""
     out = {}
     for split, docs in texts.items():
-        ids = tokenize(docs, tokenizer, args.text_column, objective, args.preprocessing_num_workers, args.overwrite_cache)
+        ids = tokenize(
+            docs, tokenizer, args.text_column, objective, args.preprocessing_num_workers, args.overwrite_cache
+        )
         blocks = group(ids, args.block_size, overwrite=args.overwrite_cache)
         total = int(pc.sum(pc.list_value_length(ids.data.column("input_ids"))).as_py() or 0)
         if len(blocks) == 0:
@@ -123,7 +125,9 @@ def build_blocks(
         limit = args.max_train_samples if split == "train" else args.max_eval_samples
         if limit is not None and limit < len(blocks):
             blocks = blocks.select(range(limit))
-        logger.info("%s: %d documents, %d tokens, %d blocks of %d", split, len(docs), total, len(blocks), args.block_size)
+        logger.info(
+            "%s: %d documents, %d tokens, %d blocks of %d", split, len(docs), total, len(blocks), args.block_size
+        )
         out[split] = blocks
     return DatasetDict(out)
 
@@ -177,17 +181,21 @@ def group(ids: Dataset, block_size: int, overwrite: bool = False) -> Dataset:
     lengths = pc.list_value_length(ids.data.column("input_ids")).to_numpy(zero_copy_only=False)
     starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
     fingerprint = Hasher.hash([_FORMAT, "group", ids._fingerprint, block_size])
-    return ids.with_format("arrow").map(
-        _group_batch,
-        batched=True,
-        batch_size=1000,
-        with_indices=True,
-        fn_kwargs={"starts": starts, "block_size": block_size, "source": ids},
-        features=_IDS,
-        new_fingerprint=fingerprint,
-        load_from_cache_file=not overwrite,
-        desc=f"Grouping into blocks of {block_size}",
-    ).with_format(None)
+    return (
+        ids.with_format("arrow")
+        .map(
+            _group_batch,
+            batched=True,
+            batch_size=1000,
+            with_indices=True,
+            fn_kwargs={"starts": starts, "block_size": block_size, "source": ids},
+            features=_IDS,
+            new_fingerprint=fingerprint,
+            load_from_cache_file=not overwrite,
+            desc=f"Grouping into blocks of {block_size}",
+        )
+        .with_format(None)
+    )
 
 
 def _flat(column) -> np.ndarray:

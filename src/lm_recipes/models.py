@@ -58,4 +58,4 @@ def build(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTraine
 def positions(model: PreTrainedModel) -> int:
     """How many tokens the model can attend over."""
     config = model.config
-    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions")
+    return getattr(config, "max_position_embeddings", None) or config.n_positions

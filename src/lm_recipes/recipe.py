@@ -51,10 +51,10 @@ class DataArguments:
     dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset id, loaded with load_dataset."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
     train_files: list[str] | None = field(
-        default=None, metadata={"help": "Local training files: a path, a glob or a list (txt, json, jsonl, csv, parquet)."}
+        default=None, metadata={"help": "Local training files: path, glob or list (txt, json, jsonl, csv, parquet)."}
     )
     validation_files: list[str] | None = field(
-        default=None, metadata={"help": "Local validation files, as train_files. Without them one is carved from train."}
+        default=None, metadata={"help": "Local validation files, as train_files; without them, one is carved."}
     )
     text_column: str = field(default="text", metadata={"help": "The column that holds the text of each document."})
     sample_by: Literal["line", "paragraph", "document"] = field(
@@ -67,7 +67,7 @@ class DataArguments:
     validation_split_percentage: float = field(
         default=5.0, metadata={"help": "Percent of training documents carved out for validation when there is none."}
     )
-    block_size: int = field(default=128, metadata={"help": "Tokens per training block; at most the model's positions."})
+    block_size: int = field(default=128, metadata={"help": "Tokens per training block; at most the positions."})
     mlm_probability: float = field(default=0.15, metadata={"help": "MLM only: fraction of tokens masked (80/10/10)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training blocks."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N validation blocks."})
@@ -276,7 +276,7 @@ def load(argv: list[str]) -> Recipe:
 
 def validate(recipe: Recipe) -> None:
     """Checks across keys, before anything is loaded or written."""
-    t, d, m, a = recipe.tokenizer, recipe.data, recipe.model, recipe.training
+    t, d, m = recipe.tokenizer, recipe.data, recipe.model
     problems = []
     if m.objective is None:
         problems.append("objective: missing; set `objective: mlm` (BERT) or `objective: clm` (GPT-2)")
@@ -326,8 +326,6 @@ def validate(recipe: Recipe) -> None:
         problems.append("dataset_name and train_files are both set; keep one source of training text")
     if d.validation_files and not d.train_files:
         problems.append("validation_files needs train_files; set train_files too, or drop validation_files")
-    if not a.output_dir:
-        problems.append("output_dir: missing; set the folder the model and checkpoints go to")
     if problems:
         raise RecipeError(problems)
 
@@ -360,5 +358,3 @@ def _plain(value):
 
 def print_help() -> None:
     build_parser().print_help()
-
-

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,7 +21,13 @@ from .recipe import ModelArguments, TokenizerArguments
 
 logger = logging.getLogger(__name__)
 
-BERT_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
+BERT_SPECIALS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
 EOS = "<|endoftext|>"
 # GPT-2 has no padding token. Reusing EOS for padding would make the causal collator drop every document
 # separator from the loss (it masks labels equal to pad_token_id), so padding gets a token of its own.
@@ -67,26 +72,22 @@ def build(
         return load(args.tokenizer_name)
 
     kind = kind_for(args, model_args)
-    key = Hasher.hash(
-        [_FORMAT, tokenizers.__version__, kind, vars(args), train_texts._fingerprint, text_column, model_max_length]
-    )
+    key = Hasher.hash([_FORMAT, tokenizers.__version__, kind, vars(args), train_texts._fingerprint, text_column])
     root = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "lm_recipes_tokenizers"
-    cached = root / key
-    if (cached / "tokenizer.json").is_file():
+    cached = root / f"{key}.json"
+    if cached.is_file():
         logger.info("Reusing the tokenizer trained earlier on the same data and settings (%s)", cached)
-        return load(str(cached))
+        return wrap(tokenizers.Tokenizer.from_file(str(cached)), kind, args, model_max_length)
 
     logger.info("Training a %s tokenizer of %d tokens on %d documents", kind, args.vocab_size, len(train_texts))
-    tokenizer = train(args, kind, train_texts, text_column, model_max_length)
-    # Write to a temporary folder, then rename: a concurrent reader never sees half a tokenizer.
+    tok = train(args, kind, train_texts, text_column)
+    # Write, then rename: a process reading the cache never sees half a file.
     root.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=root, prefix=".tmp-")
-    tokenizer.save_pretrained(tmp)
-    try:
-        os.replace(tmp, cached)
-    except OSError:  # another process got there first: theirs is the same tokenizer
-        shutil.rmtree(tmp, ignore_errors=True)
-    return tokenizer
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp-", suffix=".json")
+    os.close(fd)
+    tok.save(tmp)
+    os.replace(tmp, cached)
+    return wrap(tok, kind, args, model_max_length)
 
 
 def kind_for(args: TokenizerArguments, model_args: ModelArguments) -> str:
@@ -95,9 +96,9 @@ def kind_for(args: TokenizerArguments, model_args: ModelArguments) -> str:
     return "wordpiece" if model_args.resolved_model_type == "bert" else "bpe"
 
 
-def train(
-    args: TokenizerArguments, kind: str, texts: datasets.Dataset, text_column: str, model_max_length: int
-) -> PreTrainedTokenizerBase:
+def train(args: TokenizerArguments, kind: str, texts: datasets.Dataset, text_column: str) -> tokenizers.Tokenizer:
+    """A `tokenizers` WordPiece with BERT normalisation and `[CLS] … [SEP]`, or a byte-level BPE."""
+
     def batches():
         for batch in texts.select_columns([text_column]).iter(batch_size=1000):
             yield batch[text_column]
@@ -120,9 +121,7 @@ def train(
             pair=f"{cls} $A {sep} $B:1 {sep}:1",
             special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
         )
-        return BertTokenizerFast(
-            tokenizer_object=tok, do_lower_case=args.lowercase, model_max_length=model_max_length, **BERT_SPECIALS
-        )
+        return tok
 
     tok = tokenizers.Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -135,6 +134,15 @@ def train(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(batches(), trainer, length=len(texts))
+    return tok
+
+
+def wrap(tok: tokenizers.Tokenizer, kind: str, args: TokenizerArguments, model_max_length: int):
+    """The transformers tokenizer around a trained `tokenizers` one, special tokens named."""
+    if kind == "wordpiece":
+        return BertTokenizerFast(
+            tokenizer_object=tok, do_lower_case=args.lowercase, model_max_length=model_max_length, **BERT_SPECIALS
+        )
     return GPT2TokenizerFast(
         tokenizer_object=tok, add_prefix_space=False, model_max_length=model_max_length, **GPT2_SPECIALS
     )
@@ -146,4 +154,8 @@ def load(name_or_path: str) -> PreTrainedTokenizerBase:
     concrete = _CONCRETE.get(type(tokenizer))
     if concrete is not None:
         tokenizer = concrete.from_pretrained(name_or_path)
+    # from_pretrained keeps how it was called among the kwargs it saves again; they say nothing of the tokenizer
+    # and `local_files_only` would follow the folder to the Hub.
+    for key in ("local_files_only", "is_local"):
+        tokenizer.init_kwargs.pop(key, None)
     return tokenizer

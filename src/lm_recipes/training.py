@@ -125,7 +125,8 @@ def run(recipe: Recipe) -> dict[str, float]:
             "set validation_files, validation_split_percentage > 0, or eval_strategy: 'no'"
         )
 
-    for line in ["resolved recipe:", *recipes.dump(recipe).splitlines(), *plan(recipe, len(blocks["train"]), model.num_parameters())]:
+    logger.info("resolved recipe:\n%s", recipes.dump(recipe))
+    for line in plan(recipe, len(blocks["train"]), model.num_parameters()):
         logger.info(line)
 
     # Everything is known to be valid: from here on the run writes.

@@ -1,0 +1,67 @@
+"""Shared fixtures: offline Hub, one datasets/tokenizer cache per session, a tiny model, and a runner for
+`scripts/train.py` in a real subprocess (as a user runs it)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# Set before datasets/transformers are imported: nothing in the tests may reach the Hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "scripts" / "train.py"
+
+# A model of ~0.2M parameters: enough to learn, small enough to train in seconds on a CPU.
+TINY = [
+    "--num_layers", "2", "--num_heads", "2", "--hidden_size", "64", "--intermediate_size", "128",
+    "--max_position_embeddings", "64", "--block_size", "64", "--vocab_size", "1000",
+    "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16", "--max_eval_samples", "32",
+    "--learning_rate", "2e-3", "--warmup_steps", "0", "--logging_steps", "5", "--disable_tqdm", "true",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> str:
+    """One datasets cache for the session: the embedded corpus is tokenized once for all tests."""
+    return str(tmp_path_factory.mktemp("hf_cache"))
+
+
+@pytest.fixture(scope="session")
+def env(cache_dir, tmp_path_factory) -> dict:
+    home = tmp_path_factory.mktemp("hf_home")
+    return {**os.environ, "HF_HOME": str(home), "HF_DATASETS_CACHE": cache_dir, "PYTHONUNBUFFERED": "1"}
+
+
+class Run:
+    def __init__(self, proc: subprocess.CompletedProcess, output_dir: Path | None):
+        self.returncode, self.output_dir = proc.returncode, output_dir
+        self.out = proc.stdout + proc.stderr
+
+    def state(self) -> dict:
+        return json.loads((self.output_dir / "trainer_state.json").read_text())
+
+    def losses(self) -> list[float]:
+        return [h["loss"] for h in self.state()["log_history"] if "loss" in h]
+
+
+@pytest.fixture
+def train(env, tmp_path):
+    """train(recipe, *flags, launcher=[...]) runs scripts/train.py and returns a Run."""
+
+    def _train(recipe: str, *flags: str, launcher=(sys.executable,), output_dir=None, check=True) -> Run:
+        out = Path(output_dir) if output_dir else tmp_path / "out"
+        args = [*launcher, str(TRAIN), str(ROOT / "recipes" / recipe) if "/" not in recipe else recipe]
+        args += ["--output_dir", str(out), *flags]
+        proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        run = Run(proc, out)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"train.py exited {proc.returncode}:\n{run.out[-6000:]}")
+        return run
+
+    return _train
