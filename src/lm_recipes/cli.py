@@ -7,6 +7,7 @@ import sys
 
 import datasets
 import transformers
+from accelerate import PartialState
 
 from . import recipe as recipes
 from . import training
@@ -39,4 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     except recipes.RecipeError as e:
         print(f"error: the recipe cannot run:\n{e}\n{USAGE}", file=sys.stderr)
         return 2
+    finally:
+        # Leave the process group cleanly: a process that exits while its peers still tear down can abort.
+        if PartialState._shared_state:
+            PartialState().destroy_process_group()
     return 0

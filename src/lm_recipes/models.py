@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from .recipe import ModelArguments
@@ -52,7 +53,28 @@ def build(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTraine
     else:
         model = task.model_class(config_for(args, tokenizer))
         logger.info("Built %s from scratch", type(model).__name__)
+    if not loss_honours_num_items(model):
+        # The Trainer passes `num_items_in_batch` to any model whose forward takes **kwargs and then skips its own
+        # division by gradient_accumulation_steps. transformers 5's BertForMaskedLM takes the kwargs but averages
+        # per micro-batch anyway, so its gradients and logged loss would grow with accumulation and processes.
+        # accepts_loss_kwargs=False is the Trainer's own switch back to dividing.
+        model.accepts_loss_kwargs = False
     return model
+
+
+@torch.no_grad()
+def loss_honours_num_items(model: PreTrainedModel) -> bool:
+    """Whether the model's loss is a sum over `num_items_in_batch`, found by asking it on a 4-token input."""
+    training = model.training
+    model.eval()
+    ids = torch.full((1, 4), min(5, model.config.vocab_size - 1), dtype=torch.long, device=model.device)
+    try:
+        one, two = (model(input_ids=ids, labels=ids, num_items_in_batch=n).loss for n in (4, 8))
+    except TypeError:  # forward has no such argument: the Trainer will not pass it either
+        return True
+    finally:
+        model.train(training)
+    return bool(torch.isclose(one, 2 * two, rtol=1e-3))
 
 
 def positions(model: PreTrainedModel) -> int:

@@ -119,6 +119,10 @@ class TrainingArguments(HfTrainingArguments):
     )
 
     def __post_init__(self):
+        if not self.use_cpu and not _has_accelerator():
+            # Say so explicitly: under `accelerate launch --multi_gpu` on a machine without one, transformers
+            # only sets up its CPU process group (gloo) when use_cpu is set.
+            self.use_cpu = True
         if self.precision == "auto" and not (self.bf16 or self.fp16):
             self.bf16, self.fp16 = _auto_precision(self.use_cpu)
         elif self.precision in ("bf16", "fp16"):
@@ -136,6 +140,13 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _has_accelerator() -> bool:
+    """A GPU or other device torch can train on (CUDA, ROCm, MPS, XPU, ...)."""
+    import torch
+
+    return torch.accelerator.is_available()
 
 
 def _auto_precision(use_cpu: bool) -> tuple[bool, bool]:

@@ -100,12 +100,11 @@ def plan(recipe: Recipe, train_blocks: int, n_params: int) -> list[str]:
     ]
 
 
-def run(recipe: Recipe) -> dict[str, float]:
-    """Train the recipe end to end; returns the final metrics."""
+def build_trainer(recipe: Recipe) -> LMTrainer:
+    """Data, tokenizer and model for the recipe, in a Trainer ready to train or evaluate. Writes nothing but the
+    datasets and tokenizer caches; raises RecipeError for data or a model that does not fit the recipe."""
     args, d, m = recipe.training, recipe.data, recipe.model
     set_seed(args.seed)
-    resume = resume_point(recipe)
-
     # Only the main process tokenizes; the others wait, then load its results from the cache.
     with args.main_process_first(desc="preparing data"):
         texts = data.load_texts(d, args.seed)
@@ -124,17 +123,7 @@ def run(recipe: Recipe) -> dict[str, float]:
             "eval_strategy asks for evaluation but there is no validation data; "
             "set validation_files, validation_split_percentage > 0, or eval_strategy: 'no'"
         )
-
-    logger.info("resolved recipe:\n%s", recipes.dump(recipe))
-    for line in plan(recipe, len(blocks["train"]), model.num_parameters()):
-        logger.info(line)
-
-    # Everything is known to be valid: from here on the run writes.
-    if args.should_save:
-        if resume is None:
-            _clear_checkpoints(args.output_dir)
-        recipes.save(recipe, args.output_dir)
-    trainer = LMTrainer(
+    return LMTrainer(
         model=model,
         args=args,
         data_collator=tasks.collator(m.objective, tokenizer, d.mlm_probability),
@@ -142,6 +131,22 @@ def run(recipe: Recipe) -> dict[str, float]:
         eval_dataset=blocks.get("validation"),
         processing_class=tokenizer,
     )
+
+
+def run(recipe: Recipe) -> dict[str, float]:
+    """Train the recipe end to end, resuming where an earlier run of it stopped; returns the final metrics."""
+    args = recipe.training
+    resume = resume_point(recipe)
+    trainer = build_trainer(recipe)
+    logger.info("resolved recipe:\n%s", recipes.dump(recipe))
+    for line in plan(recipe, len(trainer.train_dataset), trainer.model.num_parameters()):
+        logger.info(line)
+
+    # Everything is known to be valid: from here on the run writes.
+    if args.should_save:
+        if resume is None:
+            _clear_checkpoints(args.output_dir)
+        recipes.save(recipe, args.output_dir)
     if resume:
         logger.info("Resuming from %s (set resume_from_checkpoint: false to start over)", resume)
     result = trainer.train(resume_from_checkpoint=resume)
@@ -149,7 +154,7 @@ def run(recipe: Recipe) -> dict[str, float]:
     metrics = dict(result.metrics)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
-    if "validation" in blocks:
+    if trainer.eval_dataset is not None:
         eval_metrics = trainer.evaluate()
         eval_metrics["eval_perplexity"] = perplexity(eval_metrics["eval_loss"])
         trainer.log_metrics("eval", eval_metrics)
