@@ -263,7 +263,10 @@ def load(argv: list[str]) -> Recipe:
     problems = [f"{path}: unknown key `{k}`{_close(k, keys)}" for k in raw if k not in keys]
     argv_all = _to_argv({k: v for k, v in raw.items() if k in keys}) + list(overrides)
 
+    # Each flag on its own first, so one bad value does not hide the others; the good ones are then parsed
+    # together and checked across keys, and every problem found on the way is reported at once.
     parser = build_parser()
+    good: list[str] = []
     for flag, values in _split_flags(argv_all):
         name = flag[2:] if flag.startswith("--") else flag
         if not flag.startswith("--") or name not in keys:
@@ -271,22 +274,22 @@ def load(argv: list[str]) -> Recipe:
             continue
         try:
             parser.parse_known_args([flag, *values])
+            good += [flag, *values]
         except RecipeError as e:
             problems.append(_ARGPARSE_PREFIX.sub(r"\1:", e.problems[0]))
+    try:
+        tok, data, model, training = parser.parse_args_into_dataclasses(args=good)
+    except (ValueError, RecipeError) as e:
+        raise RecipeError([*problems, str(e).strip()]) from None
+    recipe = Recipe(tok, data, model, training, path=path)
+    problems += check(recipe)
     if problems:
         raise RecipeError(problems)
-
-    try:
-        tok, data, model, training = parser.parse_args_into_dataclasses(args=argv_all)
-    except (ValueError, RecipeError) as e:
-        raise RecipeError(str(e).strip()) from None
-    recipe = Recipe(tok, data, model, training, path=path)
-    validate(recipe)
     return recipe
 
 
-def validate(recipe: Recipe) -> None:
-    """Checks across keys, before anything is loaded or written."""
+def check(recipe: Recipe) -> list[str]:
+    """Problems across keys, found before anything is loaded or written."""
     t, d, m = recipe.tokenizer, recipe.data, recipe.model
     problems = []
     if m.objective is None:
@@ -337,8 +340,7 @@ def validate(recipe: Recipe) -> None:
         problems.append("dataset_name and train_files are both set; keep one source of training text")
     if d.validation_files and not d.train_files:
         problems.append("validation_files needs train_files; set train_files too, or drop validation_files")
-    if problems:
-        raise RecipeError(problems)
+    return problems
 
 
 def save(recipe: Recipe, output_dir: str) -> Path:
