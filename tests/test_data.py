@@ -46,6 +46,13 @@ def test_blocks_are_exact_and_lose_only_the_final_remainder(tmp_path, toks, obje
     np.testing.assert_array_equal(flat(blocks), stream[: len(blocks) * 32])
 
 
+def test_several_tokenizing_processes_give_the_same_ids(toks):
+    docs = Dataset.from_dict({"text": SCENES})
+    one = data.tokenize(docs, toks["clm"], "text", "clm")
+    two = data.tokenize(docs, toks["clm"], "text", "clm", num_proc=2)
+    assert one["input_ids"] == two["input_ids"]
+
+
 def test_documents_are_marked_where_they_meet(toks):
     docs = Dataset.from_dict({"text": SCENES[:5] + ["   ", ""]})  # blank documents are skipped
     mlm = data.tokenize(docs, toks["mlm"], "text", "mlm")
@@ -121,6 +128,12 @@ def test_bad_data_is_one_clear_error(tmp_path, setup, message):
     (tmp_path / "d.xml").write_text("<a/>")
     with pytest.raises(RecipeError, match=message):
         data.load_texts(args(tmp_path, **setup(tmp_path)), seed=0)
+
+
+def test_hub_dataset_goes_through_load_dataset_and_fails_clearly_offline(tmp_path):
+    # The real Hub path: offline here, so datasets refuses and the recipe gets one clear message.
+    with pytest.raises(RecipeError, match="dataset_name: could not load `wikitext`.*HF_HUB_OFFLINE"):
+        data.load_texts(args(tmp_path, dataset_name="wikitext", dataset_config_name="wikitext-2-raw-v1"), seed=0)
 
 
 def test_block_larger_than_the_corpus(tmp_path, toks):

@@ -33,7 +33,13 @@ def load_texts(args: DataArguments, seed: int) -> DatasetDict:
     if args.uses_embedded_corpus():
         raw = _embedded(args)
     elif args.dataset_name:
-        raw = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
+        try:
+            raw = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
+        except (ConnectionError, FileNotFoundError, ValueError) as e:
+            raise RecipeError(
+                f"dataset_name: could not load `{args.dataset_name}` ({e}); check the id and config name, and the "
+                f"network: offline (HF_HUB_OFFLINE=1) only datasets already in the cache load"
+            ) from None
     else:
         raw = _local(args)
     if "train" not in raw:

@@ -7,7 +7,7 @@ import logging
 import torch
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from .recipe import ModelArguments
+from .recipe import ModelArguments, RecipeError
 from .tasks import TASKS
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,10 @@ def config_for(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> Pret
 def build(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     task = TASKS[args.objective]
     if args.model_name_or_path:
-        model = task.auto_class.from_pretrained(args.model_name_or_path)
+        try:
+            model = task.auto_class.from_pretrained(args.model_name_or_path)
+        except (OSError, ValueError) as e:
+            raise RecipeError(f"model_name_or_path: cannot load a {args.objective} model from it ({e})") from None
         logger.info("Starting from %s (%s)", args.model_name_or_path, type(model).__name__)
     else:
         model = task.model_class(config_for(args, tokenizer))

@@ -119,6 +119,8 @@ class TrainingArguments(HfTrainingArguments):
     )
 
     def __post_init__(self):
+        # Keys resolved for this machine below are saved as given, so a saved recipe still fits another machine.
+        self.as_given = {k: getattr(self, k) for k in ("use_cpu", "bf16", "fp16", "dataloader_pin_memory")}
         if not self.use_cpu and not _has_accelerator():
             # Say so explicitly: under `accelerate launch --multi_gpu` on a machine without one, transformers
             # only sets up its CPU process group (gloo) when use_cpu is set.
@@ -174,6 +176,7 @@ class Recipe:
         for part in (self.tokenizer, self.data, self.model):
             out.update(asdict(part))
         out.update(self.training.to_dict())
+        out.update(self.training.as_given)
         return out
 
     def identity(self) -> dict:

@@ -17,7 +17,7 @@ from datasets.fingerprint import Hasher
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, BertTokenizer, GPT2Tokenizer, PreTrainedTokenizerBase
 
-from .recipe import ModelArguments, TokenizerArguments
+from .recipe import ModelArguments, RecipeError, TokenizerArguments
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def build(
     """The run's tokenizer: from the starting checkpoint, from `tokenizer_name`, from the cache, or trained."""
     if model_args.model_name_or_path:
         logger.info("Using the tokenizer of %s (not retraining one)", model_args.model_name_or_path)
-        return load(model_args.model_name_or_path)
+        return load(model_args.model_name_or_path, "model_name_or_path")
     if args.tokenizer_name:
         logger.info("Using the tokenizer %s", args.tokenizer_name)
         return load(args.tokenizer_name)
@@ -148,9 +148,12 @@ def wrap(tok: tokenizers.Tokenizer, kind: str, args: TokenizerArguments, model_m
     )
 
 
-def load(name_or_path: str) -> PreTrainedTokenizerBase:
+def load(name_or_path: str, key: str = "tokenizer_name") -> PreTrainedTokenizerBase:
     """AutoTokenizer, upgraded to the class name that both transformers 4.x and 5.x load (see BertTokenizerFast)."""
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        raise RecipeError(f"{key}: cannot load a tokenizer from `{name_or_path}` ({e})") from None
     concrete = _CONCRETE.get(type(tokenizer))
     if concrete is not None:
         tokenizer = concrete.from_pretrained(name_or_path)
