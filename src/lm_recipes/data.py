@@ -10,9 +10,11 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from itertools import chain
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, List, Value
 from datasets.fingerprint import Hasher
@@ -24,7 +26,7 @@ from .recipe import DataArguments, RecipeError
 logger = logging.getLogger(__name__)
 
 BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-_FORMAT = 1  # bump when tokenization or grouping changes, so cached results are not reused
+_FORMAT = 2  # bump when tokenization or grouping changes, so cached results are not reused
 _IDS = Features({"input_ids": List(Value("int32"))})
 
 
@@ -175,7 +177,15 @@ def _tokenize_batch(batch, backend, column, add_special, eos_id):
     if eos_id is not None:
         for row in ids:
             row.append(eos_id)
-    return {"input_ids": ids}
+    # An Arrow table built from one flat list: much cheaper than letting datasets convert a list of lists.
+    return _ids_table(list(chain.from_iterable(ids)), np.fromiter(map(len, ids), np.int32, len(ids)))
+
+
+def _ids_table(flat, lengths: np.ndarray) -> pa.Table:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = pa.array(flat, type=pa.int32())
+    return pa.table({"input_ids": pa.ListArray.from_arrays(pa.array(offsets), values)})
 
 
 def group(ids: Dataset, block_size: int, overwrite: bool = False) -> Dataset:
@@ -214,11 +224,11 @@ def _group_batch(batch, indices, starts, block_size, source):
     n_blocks = int(starts[-1]) // block_size
     k0, k1 = -(-begin // block_size), min(-(-end // block_size), n_blocks)  # blocks that start in [begin, end)
     if k1 <= k0:
-        return {"input_ids": np.zeros((0, block_size), dtype=np.int32)}
+        return _ids_table(np.zeros(0, np.int32), np.zeros(0, np.int32))
     tokens = _flat(batch["input_ids"])
     need = k1 * block_size
     if need > end:  # the last block runs into the documents after this batch
         upto = int(np.searchsorted(starts, need, side="left"))
         tokens = np.concatenate([tokens, _flat(source.with_format("arrow")[stop:upto]["input_ids"])])
     lo = k0 * block_size - begin
-    return {"input_ids": tokens[lo : lo + (k1 - k0) * block_size].reshape(-1, block_size)}
+    return _ids_table(tokens[lo : lo + (k1 - k0) * block_size], np.full(k1 - k0, block_size, np.int32))

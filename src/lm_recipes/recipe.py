@@ -157,7 +157,9 @@ def _auto_precision(use_cpu: bool) -> tuple[bool, bool]:
 
     if use_cpu or not _has_cuda():
         return False, False
-    if torch.cuda.is_bf16_supported():
+    # Native bf16 only (Ampere and newer): torch also says yes for GPUs that merely emulate it (V100, T4), where
+    # bf16 is slower than fp16.
+    if torch.cuda.is_bf16_supported(including_emulation=False):
         return True, False
     return False, True
 
