@@ -361,14 +361,14 @@ def dump(recipe: Recipe) -> str:
     flat = recipe.flat()
     # Drop keys whose value cannot be given back as a recipe value (the Trainer fills these in itself).
     flat = {k: v for k, v in flat.items() if not (isinstance(v, str) and v.startswith("<") and v.endswith(">"))}
-    return yaml.safe_dump(_plain(flat), sort_keys=False, allow_unicode=True)
+    return yaml.safe_dump(plain(flat), sort_keys=False, allow_unicode=True)
 
 
-def _plain(value):
+def plain(value):
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)

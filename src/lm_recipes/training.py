@@ -73,7 +73,7 @@ def _check_same_recipe(recipe: Recipe, out: Path) -> None:
     if not saved_path.is_file():
         raise RecipeError(f"output_dir: {out} holds checkpoints without a recipe.yaml (not an lm-recipes run); {fix}")
     saved = yaml.safe_load(saved_path.read_text()) or {}
-    here = recipes._plain(recipe.identity())
+    here = recipes.plain(recipe.identity())
     changed = [f"{k}: {saved.get(k)!r} there, {v!r} here" for k, v in here.items() if saved.get(k) != v]
     if changed:
         raise RecipeError(f"output_dir: {out} holds checkpoints of a different recipe ({'; '.join(changed)}); {fix}")
