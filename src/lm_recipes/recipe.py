@@ -170,7 +170,6 @@ class Recipe:
     data: DataArguments
     model: ModelArguments
     training: TrainingArguments
-    path: str | None = None
 
     def flat(self) -> dict:
         """The resolved recipe as flat keys, secrets redacted: what is printed and saved."""
@@ -206,8 +205,7 @@ class _Parser(HfArgumentParser):
 
 
 def build_parser() -> HfArgumentParser:
-    parser = _Parser(DATACLASSES, prog="train.py", usage="train.py RECIPE.yaml [--key value ...]")
-    return parser
+    return _Parser(DATACLASSES, prog="train.py", usage="train.py RECIPE.yaml [--key value ...]")
 
 
 def recipe_keys() -> list[str]:
@@ -286,7 +284,7 @@ def load(argv: list[str]) -> Recipe:
         tok, data, model, training = parser.parse_args_into_dataclasses(args=good)
     except (ValueError, RecipeError) as e:
         raise RecipeError([*problems, str(e).strip()]) from None
-    recipe = Recipe(tok, data, model, training, path=path)
+    recipe = Recipe(tok, data, model, training)
     problems += check(recipe)
     if problems:
         raise RecipeError(problems)

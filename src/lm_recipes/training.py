@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -171,4 +170,3 @@ def _clear_checkpoints(output_dir: str) -> None:
     for ckpt in sorted(p for p in out.glob("checkpoint-*") if p.is_dir()):
         logger.info("Starting fresh: removing %s", ckpt)
         shutil.rmtree(ckpt)
-    os.makedirs(out, exist_ok=True)
