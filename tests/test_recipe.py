@@ -123,3 +123,35 @@ def test_main_exits_nonzero_with_one_clear_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error: the recipe cannot run" in err and "did you mean `learning_rate`" in err
     assert not out_dir.exists()
+
+
+def test_base_chain_is_merged_and_overridden(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "grand.yaml").write_text("objective: mlm\noutput_dir: o\nnum_layers: 3\nvocab_size: 900\n")
+    (tmp_path / "sub" / "parent.yaml").write_text("base: ../grand.yaml\nnum_layers: 2\nlearning_rate: 1e-4\n")
+    child = tmp_path / "sub" / "child.yaml"
+    child.write_text("base: parent.yaml\nlearning_rate: 3e-4\n")
+    r = recipes.load([str(child), "--vocab_size", "1200"])
+    assert (r.model.num_layers, r.training.learning_rate, r.tokenizer.vocab_size) == (2, 3e-4, 1200)
+    # The saved recipe is flat and complete: it loads alone, with the same values.
+    saved = yaml.safe_load(recipes.dump(r))
+    assert "base" not in saved and saved["num_layers"] == 2 and saved["learning_rate"] == 3e-4
+    again = recipes.load([str(recipes.save(r, str(tmp_path / "out")))])
+    assert again.identity() == r.identity() and again.training.learning_rate == 3e-4
+
+
+def test_base_unknown_key_names_the_file_it_is_in(tmp_path):
+    (tmp_path / "parent.yaml").write_text("objective: mlm\noutput_dir: o\nnum_layer: 2\n")
+    child = write(tmp_path, "base: parent.yaml\n")
+    with pytest.raises(RecipeError, match=r"parent.yaml: unknown key `num_layer`; did you mean `num_layers`"):
+        recipes.load([child])
+
+
+def test_base_cycle_and_missing_base_are_clear_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nobjective: mlm\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(RecipeError, match=r"base: the recipes form a cycle \(.*a.yaml -> .*b.yaml -> .*a.yaml\)"):
+        recipes.load([str(tmp_path / "a.yaml")])
+    missing = write(tmp_path, "base: nowhere.yaml\nobjective: mlm\n")
+    with pytest.raises(RecipeError, match="base: nowhere.yaml does not exist .* relative to the recipe's folder"):
+        recipes.load([missing])

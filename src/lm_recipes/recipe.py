@@ -1,7 +1,8 @@
 """Recipes: the typed arguments of one run, loaded from YAML and CLI flags, checked all at once.
 
 A recipe's keys map onto four dataclasses through `transformers.HfArgumentParser`: the YAML file first, then
-`--key value` flags after the recipe path override it. Every problem found is reported in one `RecipeError`.
+`--key value` flags after the recipe path override it. A recipe may name a parent (`base: mlm.yaml`) whose keys it
+overrides. Every problem found is reported in one `RecipeError`.
 """
 
 from __future__ import annotations
@@ -248,11 +249,13 @@ def _split_flags(argv: list[str]) -> list[tuple[str, list[str]]]:
     return groups
 
 
-def load(argv: list[str]) -> Recipe:
-    """Parse `RECIPE.yaml [--key value ...]`: unknown keys, bad types and contradictions all reported at once."""
-    if not argv or argv[0].startswith("-"):
-        raise RecipeError("no recipe given; usage: train.py RECIPE.yaml [--key value ...], e.g. recipes/mlm.yaml")
-    path, overrides = argv[0], argv[1:]
+def read(path: str, _chain: tuple[str, ...] = ()) -> tuple[dict, dict[str, str]]:
+    """The recipe's raw keys with its `base` chain merged in (the recipe wins over its parents), and for each key
+    the file it came from. A `base` is resolved relative to the folder of the recipe that names it."""
+    real = os.path.realpath(path)
+    if real in _chain:
+        cycle = " -> ".join(os.path.relpath(p) for p in (*_chain, real))
+        raise RecipeError(f"base: the recipes form a cycle ({cycle}); remove the `base` key from one of them")
     if not os.path.isfile(path):
         raise RecipeError(f"recipe file {path} does not exist; pass a YAML file such as recipes/mlm.yaml")
     try:
@@ -261,9 +264,31 @@ def load(argv: list[str]) -> Recipe:
         raise RecipeError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path} must be a mapping of `key: value` lines, not a {type(raw).__name__}")
+    merged, source = {}, {}
+    base = raw.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise RecipeError(f"{path}: base: must name one recipe file (e.g. `base: mlm.yaml`), not {base!r}")
+        parent = os.path.join(os.path.dirname(path), base)
+        if not os.path.isfile(parent):
+            raise RecipeError(
+                f"{path}: base: {base} does not exist (looked for {parent}); a base is relative to the recipe's folder"
+            )
+        merged, source = read(parent, (*_chain, real))
+    merged.update(raw)
+    source.update(dict.fromkeys(raw, path))
+    return merged, source
+
+
+def load(argv: list[str]) -> Recipe:
+    """Parse `RECIPE.yaml [--key value ...]`: unknown keys, bad types and contradictions all reported at once."""
+    if not argv or argv[0].startswith("-"):
+        raise RecipeError("no recipe given; usage: train.py RECIPE.yaml [--key value ...], e.g. recipes/mlm.yaml")
+    path, overrides = argv[0], argv[1:]
+    raw, source = read(path)
 
     keys = recipe_keys()
-    problems = [f"{path}: unknown key `{k}`{_close(k, keys)}" for k in raw if k not in keys]
+    problems = [f"{source[k]}: unknown key `{k}`{_close(k, keys)}" for k in raw if k not in keys]
     argv_all = _to_argv({k: v for k, v in raw.items() if k in keys}) + list(overrides)
 
     # Each flag on its own first, so one bad value does not hide the others; the good ones are then parsed
