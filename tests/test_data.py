@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 
 from lm_recipes import corpus, data, tokenizer
 from lm_recipes.recipe import DataArguments, ModelArguments, RecipeError, TokenizerArguments
@@ -141,3 +141,55 @@ def test_block_larger_than_the_corpus(tmp_path, toks):
     a = args(tmp_path, train_files=[str(tmp_path / "t.txt")], validation_split_percentage=0, block_size=64)
     with pytest.raises(RecipeError, match=r"block_size: 64 tokens is more than the whole train split \(\d+ tokens\)"):
         data.build_blocks(data.load_texts(a, seed=0), toks["mlm"], a, "mlm")
+
+
+def test_genre_task_holds_out_whole_plays_one_per_genre(tmp_path):
+    texts = data.load_texts(args(tmp_path), seed=0, objective="classification")
+    genres = texts["train"].features["label"].names
+    assert genres == corpus.genres()
+    train_plays, test_plays = set(texts["train"].unique("play")), set(texts["validation"].unique("play"))
+    assert not train_plays & test_plays and len(train_plays | test_plays) == 38
+    assert sorted(genres[i] for i in texts["validation"].unique("label")) == genres  # every genre is tested
+
+
+def test_genres_keep_only_their_plays(tmp_path):
+    texts = data.load_texts(args(tmp_path, genres=["comedies"]), seed=0)
+    assert set(texts["train"].unique("genre")) == {"comedies"}
+    assert texts["validation"].unique("play") == ["twelfth-night"]
+    with pytest.raises(RecipeError, match=r"genres: \['comedy'\] are not genres of the embedded corpus; choose"):
+        data.load_texts(args(tmp_path, genres=["comedy"]), seed=0)
+
+
+def test_string_labels_become_one_class_label_for_every_split():
+    texts = DatasetDict(
+        train=Dataset.from_dict({"text": ["a", "b", "c"], "label": ["pos", "neg", "pos"]}),
+        validation=Dataset.from_dict({"text": ["d"], "label": ["neg"]}),
+    )
+    encoded, names = data.encode_labels(texts, "label")
+    assert names == ["neg", "pos"]
+    assert encoded["train"]["label"] == [1, 0, 1] and encoded["validation"]["label"] == [0]
+    ids, names = data.encode_labels(DatasetDict(train=Dataset.from_dict({"label": [0, 2]})), "label")
+    assert names == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize(
+    "train, validation, message",
+    [
+        (["pos", "neg"], ["meh"], r"the validation split has labels the training split lacks \(\['meh'\]\)"),
+        ([0, -1], [0], "must hold class names \\(strings\\) or class ids \\(integers from 0\\)"),
+    ],
+)
+def test_bad_labels_are_clear_errors(train, validation, message):
+    texts = DatasetDict(
+        train=Dataset.from_dict({"text": ["a"] * len(train), "label": train}),
+        validation=Dataset.from_dict({"text": ["b"] * len(validation), "label": validation}),
+    )
+    with pytest.raises(RecipeError, match=message):
+        data.encode_labels(texts, "label")
+
+
+def test_examples_are_truncated_and_keep_their_labels(tmp_path, toks):
+    texts = DatasetDict(train=Dataset.from_dict({"text": [SCENES[0], "short"], "label": [1, 0]}))
+    examples = data.build_examples(texts, toks["mlm"], args(tmp_path, block_size=16), seed=0)["train"]
+    assert examples["labels"] == [1, 0]
+    assert len(examples["input_ids"][0]) == 16 and len(examples["input_ids"][1]) < 16

@@ -16,7 +16,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Dataset, DatasetDict, Features, List, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
@@ -30,10 +30,11 @@ _FORMAT = 2  # bump when tokenization or grouping changes, so cached results are
 _IDS = Features({"input_ids": List(Value("int32"))})
 
 
-def load_texts(args: DataArguments, seed: int) -> DatasetDict:
-    """{"train", "validation"} splits of documents; the text is in `args.text_column`."""
+def load_texts(args: DataArguments, seed: int, objective: str = "mlm") -> DatasetDict:
+    """{"train", "validation"} splits of documents; the text is in `args.text_column` (and for classification, the
+    label in `args.label_column`). The embedded corpus gives scenes, or for classification the genre task."""
     if args.uses_embedded_corpus():
-        raw = _embedded(args)
+        raw = _embedded(args, objective)
     elif args.dataset_name:
         try:
             raw = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
@@ -47,10 +48,11 @@ def load_texts(args: DataArguments, seed: int) -> DatasetDict:
     if "train" not in raw:
         raise RecipeError(f"the data has no train split (it has {sorted(raw)}); name a dataset with one")
     columns = raw["train"].column_names
-    if args.text_column not in columns:
-        raise RecipeError(
-            f"text_column: `{args.text_column}` is not a column of the training data; its columns are {columns}"
-        )
+    for key in ("text_column", "label_column") if objective == "classification" else ("text_column",):
+        if getattr(args, key) not in columns:
+            raise RecipeError(
+                f"{key}: `{getattr(args, key)}` is not a column of the training data; its columns are {columns}"
+            )
     if "validation" not in raw and args.validation_split_percentage > 0:
         carved = raw["train"].train_test_split(test_size=args.validation_split_percentage / 100, seed=seed)
         raw = DatasetDict(train=carved["train"], validation=carved["test"])
@@ -60,19 +62,36 @@ def load_texts(args: DataArguments, seed: int) -> DatasetDict:
     return DatasetDict(keep)
 
 
-def _embedded(args: DataArguments) -> DatasetDict:
+def _embedded(args: DataArguments, objective: str) -> DatasetDict:
     try:
         train_plays, validation_plays = corpus.split_plays(args.validation_plays)
     except KeyError as e:
         raise RecipeError(
             f"validation_plays: {e.args[0]} not in the embedded corpus; choose from {list(corpus.plays())}"
         ) from None
+    genres = corpus.genres()
+    if args.genres:
+        unknown = sorted(set(args.genres) - set(genres))
+        if unknown:
+            raise RecipeError(f"genres: {unknown} are not genres of the embedded corpus; choose from {genres}")
+        genres = sorted(set(args.genres))
+        catalogue = corpus.plays()
+        train_plays = [p for p in train_plays if catalogue[p] in genres]
+        validation_plays = [p for p in validation_plays if catalogue[p] in genres]
+        if not train_plays:
+            raise RecipeError(f"genres: {genres} leave no training play once validation_plays are held out")
+    if objective == "classification":
+        generate, kwargs = corpus.generate_passages, {"n_lines": args.passage_lines}
+        features = Features({"text": Value("string"), "label": ClassLabel(names=genres), "play": Value("string")})
+    else:
+        generate, kwargs, features = corpus.generate_documents, {}, None
     splits = {"train": train_plays, "validation": validation_plays}
     return DatasetDict(
         {
             split: Dataset.from_generator(
-                corpus.generate_documents,
-                gen_kwargs={"names": names, "version": corpus.version()},
+                generate,
+                gen_kwargs={"names": names, "version": corpus.version(), **kwargs},
+                features=features,
                 cache_dir=args.cache_dir,
                 split=datasets.NamedSplit(split),
             )
@@ -232,3 +251,78 @@ def _group_batch(batch, indices, starts, block_size, source):
         tokens = np.concatenate([tokens, _flat(source.with_format("arrow")[stop:upto]["input_ids"])])
     lo = k0 * block_size - begin
     return _ids_table(tokens[lo : lo + (k1 - k0) * block_size], np.full(k1 - k0, block_size, np.int32))
+
+
+def encode_labels(texts: DatasetDict, column: str) -> tuple[DatasetDict, list[str]]:
+    """The label column as class ids of one `ClassLabel` shared by every split, and the class names.
+
+    Names come from a `ClassLabel` column as they are, from string labels sorted, and ids 0..n-1 name themselves.
+    """
+    train = texts["train"]
+    feature = train.features[column]
+    if isinstance(feature, ClassLabel):
+        names = list(feature.names)
+    else:
+        values = [v for v in train.unique(column) if v is not None]
+        if values and all(isinstance(v, str) for v in values):
+            names = sorted(values)
+        elif values and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            names = [str(i) for i in range(max(values) + 1)]
+        else:
+            raise RecipeError(
+                f"label_column: `{column}` must hold class names (strings) or class ids (integers from 0); "
+                f"it holds {sorted(map(repr, values))[:5]}"
+            )
+    label = ClassLabel(names=names)
+    out = {}
+    for split, ds in texts.items():
+        if ds.features[column] == label:
+            out[split] = ds
+            continue
+        if not isinstance(ds.features[column], ClassLabel):
+            found = {str(v) for v in ds.unique(column)}
+            missing = sorted(found - set(names))
+            if missing:
+                raise RecipeError(
+                    f"label_column: the {split} split has labels the training split lacks ({missing[:5]}); "
+                    f"every class must appear in training"
+                )
+        out[split] = ds.cast_column(column, label)
+    return DatasetDict(out), names
+
+
+def build_examples(
+    texts: DatasetDict, tokenizer: PreTrainedTokenizerBase, args: DataArguments, seed: int
+) -> DatasetDict:
+    """Classification: each text tokenized on its own (at most `block_size` tokens) with its label in `labels`."""
+    out = {}
+    for split, docs in texts.items():
+        fingerprint = Hasher.hash(
+            [_FORMAT, "classify", docs._fingerprint, tokenizer.backend_tokenizer.to_str(), args.text_column,
+             args.label_column, args.block_size]
+        )  # fmt: skip
+        examples = docs.map(
+            _encode_batch,
+            batched=True,
+            fn_kwargs={"tokenizer": tokenizer, "args": args},
+            remove_columns=docs.column_names,
+            num_proc=args.preprocessing_num_workers,
+            new_fingerprint=fingerprint,
+            load_from_cache_file=not args.overwrite_cache,
+            desc=f"Tokenizing {split}",
+        )
+        limit = args.max_train_samples if split == "train" else args.max_eval_samples
+        if limit is not None and limit < len(examples):
+            # A seeded sample rather than the first N: labelled data often comes sorted (the genre task by play).
+            examples = examples.shuffle(seed=seed).select(range(limit))
+        counts = np.bincount(examples["labels"], minlength=getattr(docs.features[args.label_column], "num_classes", 0))
+        logger.info("%s: %d examples, per class %s", split, len(examples), counts.tolist())
+        out[split] = examples
+    return DatasetDict(out)
+
+
+def _encode_batch(batch, tokenizer, args):
+    texts = [t or "" for t in batch[args.text_column]]
+    encoded = tokenizer(texts, truncation=True, max_length=args.block_size)
+    encoded["labels"] = batch[args.label_column]
+    return encoded

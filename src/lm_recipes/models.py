@@ -8,17 +8,20 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from .recipe import ModelArguments, RecipeError
-from .tasks import TASKS
+from .tasks import CONFIGS, TASKS
 
 logger = logging.getLogger(__name__)
 
 
-def config_for(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+def config_for(
+    args: ModelArguments, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None = None
+) -> PretrainedConfig:
     """The architecture's config from the recipe's size keys; vocabulary and special ids from the tokenizer."""
-    task = TASKS[args.objective]
+    model_type = args.resolved_model_type
+    config_class = CONFIGS[model_type]
     vocab_size = len(tokenizer)
-    if task.model_type == "bert":
-        return task.config_class(
+    if model_type == "bert":
+        return config_class(
             vocab_size=vocab_size,
             hidden_size=args.hidden_size,
             num_hidden_layers=args.num_layers,
@@ -28,8 +31,9 @@ def config_for(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> Pret
             hidden_dropout_prob=args.dropout,
             attention_probs_dropout_prob=args.attention_dropout,
             pad_token_id=tokenizer.pad_token_id,
+            **label_kwargs(labels),
         )
-    return task.config_class(
+    return config_class(
         vocab_size=vocab_size,
         n_positions=args.max_position_embeddings,
         n_embd=args.hidden_size,
@@ -42,21 +46,39 @@ def config_for(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> Pret
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **label_kwargs(labels),
     )
 
 
-def build(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+def label_kwargs(labels: list[str] | None) -> dict:
+    """Config keys that name a classifier's classes, so pipelines print names instead of LABEL_0, LABEL_1, ..."""
+    if not labels:
+        return {}
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+    }
+
+
+def build(
+    args: ModelArguments, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None = None
+) -> PreTrainedModel:
+    """The model to train: the checkpoint at model_name_or_path (a classifier gets a new head for `labels`), or a
+    new one sized by the recipe."""
     task = TASKS[args.objective]
     if args.model_name_or_path:
         try:
-            model = task.auto_class.from_pretrained(args.model_name_or_path)
+            model = task.auto_class.from_pretrained(args.model_name_or_path, **label_kwargs(labels))
         except (OSError, ValueError) as e:
             raise RecipeError(f"model_name_or_path: cannot load a {args.objective} model from it ({e})") from None
         logger.info("Starting from %s (%s)", args.model_name_or_path, type(model).__name__)
+        if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+            model.config.pad_token_id = tokenizer.pad_token_id  # GPT-2 classifiers find each text's end by it
     else:
-        model = task.model_class(config_for(args, tokenizer))
+        model = task.model_classes[args.resolved_model_type](config_for(args, tokenizer, labels))
         logger.info("Built %s from scratch", type(model).__name__)
-    if not loss_honours_num_items(model):
+    if not loss_honours_num_items(model, per_sequence=args.objective == "classification"):
         # The Trainer passes `num_items_in_batch` to any model whose forward takes **kwargs and then skips its own
         # division by gradient_accumulation_steps. transformers 5's BertForMaskedLM takes the kwargs but averages
         # per micro-batch anyway, so its gradients and logged loss would grow with accumulation and processes.
@@ -65,14 +87,30 @@ def build(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTraine
     return model
 
 
+def sizes(model: PreTrainedModel) -> dict:
+    """The recipe's model keys as a loaded checkpoint has them, so a saved recipe says what really ran."""
+    c = model.config
+    inner = getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * c.hidden_size
+    return {
+        "model_type": c.model_type if c.model_type in ("bert", "gpt2") else "auto",
+        "num_layers": c.num_hidden_layers,
+        "num_heads": c.num_attention_heads,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": inner,
+        "max_position_embeddings": positions(model),
+    }
+
+
 @torch.no_grad()
-def loss_honours_num_items(model: PreTrainedModel) -> bool:
+def loss_honours_num_items(model: PreTrainedModel, per_sequence: bool = False) -> bool:
     """Whether the model's loss is a sum over `num_items_in_batch`, found by asking it on a 4-token input."""
     training = model.training
     model.eval()
     ids = torch.full((1, 4), min(5, model.config.vocab_size - 1), dtype=torch.long, device=model.device)
+    # A classifier takes one label per sequence, a language model one per token.
+    labels = torch.zeros(1, dtype=torch.long, device=model.device) if per_sequence else ids
     try:
-        one, two = (model(input_ids=ids, labels=ids, num_items_in_batch=n).loss for n in (4, 8))
+        one, two = (model(input_ids=ids, labels=labels, num_items_in_batch=n).loss for n in (4, 8))
     except TypeError:  # forward has no such argument: the Trainer will not pass it either
         return True
     finally:

@@ -19,6 +19,15 @@ import yaml
 from transformers import HfArgumentParser
 from transformers import TrainingArguments as HfTrainingArguments
 
+# Held out of every default recipe, one play per genre, so the genre task tests on plays no model has seen.
+VALIDATION_PLAYS = ("hamlet", "twelfth-night", "richard-ii", "the-tempest", "julius-caesar", "measure-for-measure")
+# The architectures each objective can build from scratch; the first is what `model_type: auto` picks.
+ARCHITECTURES = {"mlm": ("bert",), "clm": ("gpt2",), "classification": ("bert", "gpt2")}
+# Model keys that a starting checkpoint decides: with model_name_or_path they are read from its config instead.
+FROM_CHECKPOINT = (
+    "model_type", "num_layers", "num_heads", "hidden_size", "intermediate_size", "max_position_embeddings"
+)  # fmt: skip
+
 
 class RecipeError(Exception):
     """A recipe or its data cannot run; the message names every problem and its fix."""
@@ -58,17 +67,30 @@ class DataArguments:
         default=None, metadata={"help": "Local validation files, as train_files; without them, one is carved."}
     )
     text_column: str = field(default="text", metadata={"help": "The column that holds the text of each document."})
+    label_column: str = field(
+        default="label", metadata={"help": "classification only: the column of labels (class names or ids)."}
+    )
     sample_by: Literal["line", "paragraph", "document"] = field(
         default="paragraph", metadata={"help": "What one document of a txt file is: a line, a paragraph or the file."}
     )
     validation_plays: list[str] = field(
-        default_factory=lambda: ["hamlet", "twelfth-night", "richard-ii", "the-tempest"],
+        default_factory=lambda: list(VALIDATION_PLAYS),
         metadata={"help": "Embedded corpus only: plays held out whole for validation (file names without .md)."},
+    )
+    genres: list[str] | None = field(
+        default=None,
+        metadata={"help": "Embedded corpus only: keep only the plays of these genres (comedies, histories, ...)."},
+    )
+    passage_lines: int = field(
+        default=4, metadata={"help": "Embedded genre task (classification): lines of speech per passage."}
     )
     validation_split_percentage: float = field(
         default=5.0, metadata={"help": "Percent of training documents carved out for validation when there is none."}
     )
-    block_size: int = field(default=128, metadata={"help": "Tokens per training block; at most the positions."})
+    block_size: int = field(
+        default=128,
+        metadata={"help": "Tokens per training block (mlm, clm) or most tokens per example (classification)."},
+    )
     mlm_probability: float = field(default=0.15, metadata={"help": "MLM only: fraction of tokens masked (80/10/10)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training blocks."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N validation blocks."})
@@ -86,11 +108,16 @@ class DataArguments:
 class ModelArguments:
     """What is trained: the objective and the model's size, or a checkpoint to start from."""
 
-    objective: Literal["mlm", "clm"] | None = field(
-        default=None, metadata={"help": "Training objective: mlm (masked, BERT) or clm (causal, GPT-2). Required."}
+    objective: Literal["mlm", "clm", "classification"] | None = field(
+        default=None,
+        metadata={
+            "help": "Training objective: mlm (masked, BERT), clm (causal, GPT-2) or classification (labelled "
+            "text, usually from a pretrained model_name_or_path). Required."
+        },
     )
     model_type: Literal["auto", "bert", "gpt2"] = field(
-        default="auto", metadata={"help": "Architecture: bert (for mlm) or gpt2 (for clm); auto follows objective."}
+        default="auto",
+        metadata={"help": "Architecture built from scratch: bert (mlm, classification), gpt2 (clm, classification)."},
     )
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Start from this checkpoint (folder or Hub id) instead of from scratch."}
@@ -107,7 +134,7 @@ class ModelArguments:
     def resolved_model_type(self) -> str | None:
         if self.model_type != "auto":
             return self.model_type
-        return {"mlm": "bert", "clm": "gpt2"}.get(self.objective or "")
+        return ARCHITECTURES.get(self.objective, (None,))[0]
 
 
 @dataclass
@@ -188,6 +215,9 @@ class Recipe:
             keep.update(asdict(part))
         for k in ("preprocessing_num_workers", "cache_dir", "overwrite_cache", "max_eval_samples"):
             keep.pop(k, None)
+        if self.model.model_name_or_path:  # the checkpoint decides the architecture and tokenizer, not these keys
+            for k in (*FROM_CHECKPOINT, *(f.name for f in fields(TokenizerArguments))):
+                keep.pop(k, None)
         keep["seed"] = self.training.seed
         return keep
 
@@ -321,13 +351,15 @@ def check(recipe: Recipe) -> list[str]:
     t, d, m = recipe.tokenizer, recipe.data, recipe.model
     problems = []
     if m.objective is None:
-        problems.append("objective: missing; set `objective: mlm` (BERT) or `objective: clm` (GPT-2)")
+        problems.append(
+            "objective: missing; set `objective: mlm` (BERT), `objective: clm` (GPT-2) or `objective: classification`"
+        )
     model_type = m.resolved_model_type
-    wanted = {"mlm": "bert", "clm": "gpt2"}
-    if m.objective and m.model_type != "auto" and wanted[m.objective] != m.model_type:
+    allowed = ARCHITECTURES.get(m.objective, ())
+    if m.objective and m.model_type != "auto" and m.model_type not in allowed:
         problems.append(
             f"model_type: {m.model_type} cannot be trained with objective {m.objective}; "
-            f"use model_type: {wanted[m.objective]} (or auto), or objective: "
+            f"use model_type: {' or '.join(allowed)} (or auto), or objective: "
             f"{'mlm' if m.model_type == 'bert' else 'clm'}"
         )
     wanted_tok = {"bert": "wordpiece", "gpt2": "bpe"}
@@ -368,6 +400,10 @@ def check(recipe: Recipe) -> list[str]:
         problems.append("dataset_name and train_files are both set; keep one source of training text")
     if d.validation_files and not d.train_files:
         problems.append("validation_files needs train_files; set train_files too, or drop validation_files")
+    if d.passage_lines < 1:
+        problems.append(f"passage_lines: {d.passage_lines} must be at least 1 line")
+    if d.genres and not d.uses_embedded_corpus():
+        problems.append("genres: picks plays of the embedded corpus only; drop it, or drop dataset_name/train_files")
     return problems
 
 

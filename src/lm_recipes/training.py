@@ -31,12 +31,17 @@ def perplexity(loss: float) -> float:
 
 
 class LMTrainer(Trainer):
-    """The Trainer, with perplexity logged beside every training and evaluation loss."""
+    """The Trainer of one recipe: perplexity logged beside every language-modelling loss."""
+
+    def __init__(self, *args, recipe: Recipe, **kwargs):
+        self.recipe = recipe
+        super().__init__(*args, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        for key, name in (("loss", "perplexity"), ("eval_loss", "eval_perplexity")):
-            if key in logs:
-                logs[name] = perplexity(logs[key])
+        if self.recipe.model.objective != "classification":
+            for key, name in (("loss", "perplexity"), ("eval_loss", "eval_perplexity")):
+                if key in logs:
+                    logs[name] = perplexity(logs[key])
         super().log(logs, start_time)
 
 
@@ -78,23 +83,36 @@ def _check_same_recipe(recipe: Recipe, out: Path) -> None:
         raise RecipeError(f"output_dir: {out} holds checkpoints of a different recipe ({'; '.join(changed)}); {fix}")
 
 
-def plan(recipe: Recipe, train_blocks: int, n_params: int) -> list[str]:
+def plan(recipe: Recipe, train_size: int, n_params: int) -> list[str]:
     """The derived numbers of a run, as lines to print at start."""
     a, block = recipe.training, recipe.data.block_size
     per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size
     if a.max_steps > 0:
         steps = a.max_steps
     else:
-        batches = math.ceil(train_blocks / (a.per_device_train_batch_size * a.world_size))
+        batches = math.ceil(train_size / (a.per_device_train_batch_size * a.world_size))
         steps = math.ceil(batches / a.gradient_accumulation_steps * a.num_train_epochs)
+    batch = (
+        f"global batch: {per_step} sequences = {a.per_device_train_batch_size} per device x "
+        f"{a.gradient_accumulation_steps} accumulation steps x {a.world_size} processes"
+    )
+    epochs = steps * per_step / max(train_size, 1)
+    if recipe.model.objective == "classification":
+        data_lines = [
+            f"training examples: {train_size:,} of at most {block} tokens",
+            batch,
+            f"optimizer steps: {steps:,}; examples seen: {steps * per_step:,} ({epochs:.2f} epochs)",
+        ]
+    else:
+        data_lines = [
+            f"training blocks: {train_size:,} of {block} tokens = {train_size * block:,} tokens",
+            batch,
+            f"tokens per optimizer step: {per_step * block:,}",
+            f"optimizer steps: {steps:,}; tokens seen: {steps * per_step * block:,} ({epochs:.2f} epochs)",
+        ]
     return [
         f"parameters: {n_params:,}",
-        f"training blocks: {train_blocks:,} of {block} tokens = {train_blocks * block:,} tokens",
-        f"global batch: {per_step} sequences = {a.per_device_train_batch_size} per device x "
-        f"{a.gradient_accumulation_steps} accumulation steps x {a.world_size} processes",
-        f"tokens per optimizer step: {per_step * block:,}",
-        f"optimizer steps: {steps:,}; tokens seen: {steps * per_step * block:,} "
-        f"({steps * per_step * block / max(train_blocks * block, 1):.2f} epochs)",
+        *data_lines,
         f"precision: {'bf16' if a.bf16 else 'fp16' if a.fp16 else 'fp32'} on {a.device.type}",
     ]
 
@@ -105,13 +123,26 @@ def build_trainer(recipe: Recipe) -> LMTrainer:
     args, d, m = recipe.training, recipe.data, recipe.model
     set_seed(args.seed)
     # Only the main process tokenizes; the others wait, then load its results from the cache.
+    classify = m.objective == "classification"
     with args.main_process_first(desc="preparing data"):
-        texts = data.load_texts(d, args.seed)
+        texts = data.load_texts(d, args.seed, m.objective)
+        labels = None
+        if classify:
+            texts, labels = data.encode_labels(texts, d.label_column)
         tokenizer = tokenizers.build(
             recipe.tokenizer, m, texts["train"], d.text_column, m.max_position_embeddings, d.cache_dir
         )
-        blocks = data.build_blocks(texts, tokenizer, d, m.objective)
-    model = models.build(m, tokenizer)
+        if classify:
+            blocks = data.build_examples(texts, tokenizer, d, args.seed)
+        else:
+            blocks = data.build_blocks(texts, tokenizer, d, m.objective)
+        compute_metrics = tasks.classification_metrics() if classify else None
+    model = models.build(m, tokenizer, labels)
+    if m.model_name_or_path:
+        # The checkpoint decides these keys: the printed and saved recipe says what really runs.
+        for key, value in models.sizes(model).items():
+            setattr(m, key, value)
+        recipe.tokenizer.vocab_size = len(tokenizer)
     if d.block_size > models.positions(model):
         raise RecipeError(
             f"block_size: {d.block_size} tokens is more than the {models.positions(model)} positions of "
@@ -125,16 +156,20 @@ def build_trainer(recipe: Recipe) -> LMTrainer:
     return LMTrainer(
         model=model,
         args=args,
-        data_collator=tasks.collator(m.objective, tokenizer, d.mlm_probability),
+        data_collator=tasks.collator(
+            m.objective, tokenizer, d.mlm_probability, pad_to_multiple_of=8 if args.bf16 or args.fp16 else None
+        ),
         train_dataset=blocks["train"],
         eval_dataset=blocks.get("validation"),
         processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        recipe=recipe,
     )
 
 
 def run(recipe: Recipe) -> dict[str, float]:
     """Train the recipe end to end, resuming where an earlier run of it stopped; returns the final metrics."""
-    args = recipe.training
+    args, m = recipe.training, recipe.model
     resume = resume_point(recipe)
     trainer = build_trainer(recipe)
     logger.info("resolved recipe:\n%s", recipes.dump(recipe))
@@ -155,7 +190,8 @@ def run(recipe: Recipe) -> dict[str, float]:
     trainer.save_metrics("train", result.metrics)
     if trainer.eval_dataset is not None:
         eval_metrics = trainer.evaluate()
-        eval_metrics["eval_perplexity"] = perplexity(eval_metrics["eval_loss"])
+        if m.objective != "classification":
+            eval_metrics["eval_perplexity"] = perplexity(eval_metrics["eval_loss"])
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)

@@ -1,0 +1,104 @@
+"""Reuse: continued pretraining and genre classification from a pretraining run's output, through train.py."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from transformers import AutoConfig, AutoTokenizer, pipeline
+
+from conftest import ROOT, TINY, TRAIN
+from lm_recipes import corpus
+
+
+@pytest.fixture(scope="module")
+def pretrained(env, tmp_path_factory):
+    """pretrained(objective): the output folder of a short tiny pretraining run, made once per module."""
+    made = {}
+
+    def _get(objective: str):
+        if objective not in made:
+            out = tmp_path_factory.mktemp(f"pretrained-{objective}")
+            cmd = [sys.executable, str(TRAIN), str(ROOT / f"recipes/{objective}.yaml"), *TINY, "--output_dir",
+                   str(out), "--max_steps", "20", "--eval_strategy", "no", "--save_strategy", "no"]  # fmt: skip
+            subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+            made[objective] = out
+        return made[objective]
+
+    return _get
+
+
+# The fine-tuning runs take the tiny pretrained model's size from its checkpoint; these keep them quick.
+QUICK = ["--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "32", "--logging_steps", "5",
+         "--disable_tqdm", "true", "--block_size", "64", "--warmup_steps", "0"]  # fmt: skip
+
+
+@pytest.mark.parametrize("objective", ["mlm", "clm"])
+def test_continued_pretraining_reuses_the_checkpoint_and_its_tokenizer(train, pretrained, objective):
+    start = pretrained(objective)
+    run = train(f"{objective}-continue.yaml", *QUICK, "--model_name_or_path", str(start), "--max_steps", "10",
+                "--eval_steps", "10", "--save_steps", "10", "--max_eval_samples", "16")  # fmt: skip
+    assert f"Using the tokenizer of {start} (not retraining one)" in run.out
+    assert "Training a" not in run.out and "Reusing the tokenizer trained" not in run.out
+    assert f"Starting from {start}" in run.out
+    before, after = (json.loads((d / "tokenizer.json").read_text()) for d in (start, run.output_dir))
+    assert before["model"]["vocab"] == after["model"]["vocab"]
+    # Only comedies were read: the training split has the other comedies, validation the held-out one.
+    assert "validation: 18 documents" in run.out  # the scenes of twelfth-night
+    saved = yaml.safe_load((run.output_dir / "recipe.yaml").read_text())
+    assert "base" not in saved and saved["genres"] == ["comedies"] and saved["model_name_or_path"] == str(start)
+    assert saved["hidden_size"] == 64 and saved["num_layers"] == 2  # the checkpoint's, not mlm.yaml's 256 and 4
+    assert run.state()["global_step"] == 10
+
+
+def test_genre_classifier_from_a_pretrained_mlm(train, pretrained):
+    start = pretrained("mlm")
+    run = train("finetune-genre.yaml", *QUICK, "--model_name_or_path", str(start), "--max_steps", "20",
+                "--eval_steps", "10", "--save_steps", "10", "--max_eval_samples", "96")  # fmt: skip
+    assert f"Using the tokenizer of {start} (not retraining one)" in run.out and "Training a" not in run.out
+    results = json.loads((run.output_dir / "all_results.json").read_text())
+    assert 0 <= results["eval_accuracy"] <= 1 and 0 <= results["eval_macro_f1"] <= 1
+    assert "eval_perplexity" not in results  # not a language model's loss
+    evals = [h for h in run.state()["log_history"] if "eval_accuracy" in h]
+    assert [h["step"] for h in evals] == [10, 20, 20]  # every eval_steps, then the final evaluation
+    config = AutoConfig.from_pretrained(run.output_dir)
+    assert list(config.id2label.values()) == corpus.genres()
+    assert type(config).__name__ == "BertConfig" and config.architectures == ["BertForSequenceClassification"]
+    predicted = pipeline("text-classification", model=str(run.output_dir))("Now is the winter of our discontent")
+    assert predicted[0]["label"] in corpus.genres()
+    assert AutoTokenizer.from_pretrained(run.output_dir).vocab == AutoTokenizer.from_pretrained(start).vocab
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_classifier_on_local_labelled_files(train, pretrained, tmp_path, suffix):
+    lines = [line for p in corpus.passages(corpus.read_play("macbeth"), 2)[:60] for line in p.splitlines()]
+    rows = [{"sentence": line, "mood": "dark" if i % 3 else "light"} for i, line in enumerate(lines)]
+    for name, part in (("train", rows[:90]), ("dev", rows[90:])):
+        path = tmp_path / f"{name}.{suffix}"
+        if suffix == "csv":
+            import csv
+
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=["sentence", "mood"])
+                writer.writeheader()
+                writer.writerows(part)
+        else:
+            path.write_text("".join(json.dumps(r) + "\n" for r in part))
+    run = train("finetune-genre.yaml", *QUICK, "--model_name_or_path", str(pretrained("mlm")),
+                "--train_files", str(tmp_path / f"train.{suffix}"),
+                "--validation_files", str(tmp_path / f"dev.{suffix}"),
+                "--text_column", "sentence", "--label_column", "mood", "--max_steps", "6", "--eval_steps", "6",
+                "--save_steps", "6")  # fmt: skip
+    config = AutoConfig.from_pretrained(run.output_dir)
+    assert config.id2label == {0: "dark", 1: "light"}
+    assert "eval_macro_f1" in json.loads((run.output_dir / "all_results.json").read_text())
+
+
+def test_missing_label_column_is_refused_before_writing(train, pretrained, tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"text": "Some text here.", "tag": "x"}\n' * 20)
+    run = train("finetune-genre.yaml", *QUICK, "--model_name_or_path", str(pretrained("mlm")),
+                "--train_files", str(tmp_path / "d.jsonl"), check=False)  # fmt: skip
+    assert run.returncode == 2
+    assert "label_column: `label` is not a column of the training data; its columns are ['text', 'tag']" in run.out
+    assert not run.output_dir.exists()
