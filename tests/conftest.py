@@ -52,13 +52,16 @@ class Run:
 
 @pytest.fixture
 def train(env, tmp_path):
-    """train(recipe, *flags, launcher=[...]) runs scripts/train.py and returns a Run."""
+    """train(recipe, *flags, launcher=[...], extra_env={...}) runs scripts/train.py and returns a Run."""
 
-    def _train(recipe: str, *flags: str, launcher=(sys.executable,), output_dir=None, check=True) -> Run:
+    def _train(
+        recipe: str, *flags: str, launcher=(sys.executable,), output_dir=None, check=True, extra_env=None
+    ) -> Run:
         out = Path(output_dir) if output_dir else tmp_path / "out"
         args = [*launcher, str(TRAIN), str(ROOT / "recipes" / recipe) if "/" not in recipe else recipe]
         args += ["--output_dir", str(out), *flags]
-        proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        run_env = {**env, **(extra_env or {})}
+        proc = subprocess.run(args, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=900)
         run = Run(proc, out)
         if check and proc.returncode != 0:
             raise AssertionError(f"train.py exited {proc.returncode}:\n{run.out[-6000:]}")

@@ -9,8 +9,8 @@ import datasets
 import transformers
 from accelerate import PartialState
 
+from . import hub, training
 from . import recipe as recipes
-from . import training
 
 USAGE = "usage: train.py RECIPE.yaml [--key value ...]   (train.py RECIPE.yaml --help lists every key)"
 
@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except recipes.RecipeError as e:
         print(f"error: the recipe cannot run:\n{e}\n{USAGE}", file=sys.stderr)
         return 2
+    except hub.PushError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     finally:
         # Leave the process group cleanly: a process that exits while its peers still tear down can abort.
         if PartialState._shared_state:

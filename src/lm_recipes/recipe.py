@@ -165,6 +165,10 @@ class TrainingArguments(HfTrainingArguments):
             self.dataloader_pin_memory = False  # pinning only helps copies to a CUDA device
         super().__post_init__()
 
+    def __getstate__(self):
+        # The Trainer pickles its arguments into training_args.bin beside the model, which is pushed with it.
+        return {**self.__dict__, "hub_token": None}
+
 
 def _has_cuda() -> bool:
     import torch
@@ -405,6 +409,20 @@ def check(recipe: Recipe) -> list[str]:
     if d.genres and not d.uses_embedded_corpus():
         problems.append("genres: picks plays of the embedded corpus only; drop it, or drop dataset_name/train_files")
     return problems
+
+
+def check_same(recipe: Recipe, folder: Path, where: str | None = None) -> None:
+    """Raise unless the recipe.yaml in `folder` describes the same run: checkpoints of another would be mixed in."""
+    where = where or f"output_dir: {folder}"
+    fix = "use another output_dir, or set resume_from_checkpoint: false to start over there (its checkpoints go)"
+    saved_path = folder / "recipe.yaml"
+    if not saved_path.is_file():
+        raise RecipeError(f"{where} holds checkpoints without a recipe.yaml (not an lm-recipes run); {fix}")
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    here = plain(recipe.identity())
+    changed = [f"{k}: {saved.get(k)!r} there, {v!r} here" for k, v in here.items() if saved.get(k) != v]
+    if changed:
+        raise RecipeError(f"{where} holds checkpoints of a different recipe ({'; '.join(changed)}); {fix}")
 
 
 def save(recipe: Recipe, output_dir: str) -> Path:

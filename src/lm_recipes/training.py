@@ -7,11 +7,11 @@ import math
 import shutil
 from pathlib import Path
 
-import yaml
-from transformers import Trainer, set_seed
+from transformers import Trainer, TrainerState, set_seed
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
-from . import data, models, tasks
+from . import data, hub, models, tasks
 from . import recipe as recipes
 from . import tokenizer as tokenizers
 from .recipe import Recipe, RecipeError
@@ -36,6 +36,11 @@ class LMTrainer(Trainer):
     def __init__(self, *args, recipe: Recipe, **kwargs):
         self.recipe = recipe
         super().__init__(*args, **kwargs)
+
+    def create_model_card(self, **kwargs) -> None:
+        """The card of lm-recipes (what was trained, on what, with which recipe and results), not the Trainer's."""
+        if self.is_world_process_zero():
+            hub.write_model_card(self, self.recipe)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.recipe.model.objective != "classification":
@@ -67,20 +72,8 @@ def resume_point(recipe: Recipe) -> str | None:
                 f"drop the key to start fresh"
             )
         return None
-    _check_same_recipe(recipe, out)
+    recipes.check_same(recipe, out)
     return last
-
-
-def _check_same_recipe(recipe: Recipe, out: Path) -> None:
-    fix = "use another output_dir, or set resume_from_checkpoint: false to start over there (its checkpoints go)"
-    saved_path = out / "recipe.yaml"
-    if not saved_path.is_file():
-        raise RecipeError(f"output_dir: {out} holds checkpoints without a recipe.yaml (not an lm-recipes run); {fix}")
-    saved = yaml.safe_load(saved_path.read_text()) or {}
-    here = recipes.plain(recipe.identity())
-    changed = [f"{k}: {saved.get(k)!r} there, {v!r} here" for k, v in here.items() if saved.get(k) != v]
-    if changed:
-        raise RecipeError(f"output_dir: {out} holds checkpoints of a different recipe ({'; '.join(changed)}); {fix}")
 
 
 def plan(recipe: Recipe, train_size: int, n_params: int) -> list[str]:
@@ -153,25 +146,42 @@ def build_trainer(recipe: Recipe) -> LMTrainer:
             "eval_strategy asks for evaluation but there is no validation data; "
             "set validation_files, validation_split_percentage > 0, or eval_strategy: 'no'"
         )
-    return LMTrainer(
-        model=model,
-        args=args,
-        data_collator=tasks.collator(
-            m.objective, tokenizer, d.mlm_probability, pad_to_multiple_of=8 if args.bf16 or args.fp16 else None
-        ),
-        train_dataset=blocks["train"],
-        eval_dataset=blocks.get("validation"),
-        processing_class=tokenizer,
-        compute_metrics=compute_metrics,
-        recipe=recipe,
-    )
+    try:
+        return LMTrainer(
+            model=model,
+            args=args,
+            data_collator=tasks.collator(
+                m.objective, tokenizer, d.mlm_probability, pad_to_multiple_of=8 if args.bf16 or args.fp16 else None
+            ),
+            train_dataset=blocks["train"],
+            eval_dataset=blocks.get("validation"),
+            processing_class=tokenizer,
+            compute_metrics=compute_metrics,
+            recipe=recipe,
+        )
+    except hub.HUB_ERRORS as e:
+        if not args.push_to_hub:  # with push_to_hub the Trainer creates the Hub repo as it starts
+            raise
+        raise RecipeError(
+            f"push_to_hub: cannot create or reach the Hub repo {args.hub_model_id or Path(args.output_dir).name} "
+            f"({hub.describe(e, args.hub_token)}); check hub_model_id, the token (hub_token, HF_TOKEN or "
+            f"`hf auth login`) and the network, or set push_to_hub: false"
+        ) from None
 
 
 def run(recipe: Recipe) -> dict[str, float]:
     """Train the recipe end to end, resuming where an earlier run of it stopped; returns the final metrics."""
     args, m = recipe.training, recipe.model
-    resume = resume_point(recipe)
+    from_hub = hub.is_repo_id((args.resume_from_checkpoint or "").strip())
+    resume = None if from_hub else resume_point(recipe)
     trainer = build_trainer(recipe)
+    if from_hub:  # downloaded once the recipe and its data are known to be good
+        with args.main_process_first(local=True, desc="downloading the checkpoint"):
+            resume = hub.fetch_checkpoint(recipe, args.resume_from_checkpoint.strip())
+    uploads = None
+    if args.push_to_hub:
+        uploads = hub.Uploads(trainer)
+        trainer.add_callback(uploads)
     logger.info("resolved recipe:\n%s", recipes.dump(recipe))
     for line in plan(recipe, len(trainer.train_dataset), trainer.model.num_parameters()):
         logger.info(line)
@@ -181,13 +191,9 @@ def run(recipe: Recipe) -> dict[str, float]:
         if resume is None:
             _clear_checkpoints(args.output_dir)
         recipes.save(recipe, args.output_dir)
-    if resume:
-        logger.info("Resuming from %s (set resume_from_checkpoint: false to start over)", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    metrics = dict(result.metrics)
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
+    metrics = _train(trainer, resume)
+    if not args.push_to_hub:  # with it, save_model would push at once; the final push below saves the model first
+        trainer.save_model()
     if trainer.eval_dataset is not None:
         eval_metrics = trainer.evaluate()
         if m.objective != "classification":
@@ -196,7 +202,29 @@ def run(recipe: Recipe) -> dict[str, float]:
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     trainer.save_state()
+    if args.push_to_hub:
+        hub.finish(trainer, uploads)  # writes the model card too
+    elif args.should_save:
+        hub.write_model_card(trainer, recipe)
     return metrics
+
+
+def _train(trainer: LMTrainer, resume: str | None) -> dict[str, float]:
+    """trainer.train(), resuming from `resume`; a checkpoint at the run's last step is loaded instead, since the
+    Trainer would otherwise take one more step past max_steps (so a rerun of a finished run changes nothing)."""
+    args = trainer.args
+    state = TrainerState.load_from_json(str(Path(resume) / TRAINER_STATE_NAME)) if resume else None
+    if state is not None and state.global_step >= (args.max_steps if args.max_steps > 0 else state.max_steps):
+        logger.info("%s is the last step of this run (%d): nothing left to train", resume, state.global_step)
+        trainer.model.load_state_dict(type(trainer.model).from_pretrained(resume).state_dict())
+        trainer.state = state
+        return {}
+    if resume:
+        logger.info("Resuming from %s (set resume_from_checkpoint: false to start over)", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    return dict(result.metrics)
 
 
 def _clear_checkpoints(output_dir: str) -> None:

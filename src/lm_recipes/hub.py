@@ -1,0 +1,233 @@
+"""Sharing on the Hub: the Trainer's own pushes, watched so that no failed upload goes unnoticed, a model card, a
+final push that makes the repo match the local output, and resuming from a checkpoint pushed by an earlier run.
+
+The Trainer uploads each checkpoint as a background future whose exception nobody reads, skips an upload while the
+previous one is in flight (unless `hub_always_push`), and pushes the final model and a card only when
+`trainer.push_to_hub()` is called. `Uploads` reads those futures; `finish()` makes the final push and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import HfApi, ModelCard, ModelCardData, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError
+from transformers import TrainerCallback
+from transformers.trainer_utils import HubStrategy
+
+from . import recipe as recipes
+from .recipe import Recipe, RecipeError
+
+logger = logging.getLogger(__name__)
+
+# Errors of a request to the Hub: HTTP status errors, and the transport errors of the HTTP library this
+# huggingface_hub uses (its base class is that library's HTTPError), and OSError (offline mode, refused connection).
+HUB_ERRORS = (HfHubHTTPError, HfHubHTTPError.__bases__[0], OSError)
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_TEMPLATE = Path(__file__).parent / "templates" / "modelcard.md"
+
+
+class PushError(Exception):
+    """Training finished and its outputs are saved, but the Hub repo does not match them."""
+
+
+def describe(error: BaseException, token: str | None = None) -> str:
+    """One line for an upload's error, the token blanked out should the error quote it."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text.replace(token, "***") if token else text
+
+
+class Uploads(TrainerCallback):
+    """Reports each checkpoint upload that failed or was skipped, as soon as the Trainer's next save reveals it."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.jobs: dict = {}  # future -> the step it uploads
+        self.failed: dict[int, str] = {}  # step -> what went wrong
+        self.skipped: list[int] = []
+
+    def on_save(self, args, state, control, **kwargs):
+        # Called right after the Trainer's _save_checkpoint, which starts (or skips) the checkpoint's upload.
+        if args.hub_strategy == HubStrategy.END or not self.trainer.is_world_process_zero():
+            return
+        self.collect(args.hub_token)
+        push = getattr(self.trainer, "push_in_progress", None)
+        new = [job for job in (push.jobs if push else []) if job not in self.jobs]
+        for job in new:
+            self.jobs[job] = state.global_step
+        if not new:
+            self.skipped.append(state.global_step)
+            logger.warning(
+                "Hub: the upload of step %d was skipped because the previous one is still running "
+                "(set hub_always_push: true to queue every save); the final push will include it",
+                state.global_step,
+            )
+
+    def collect(self, token: str | None = None) -> None:
+        """Log the uploads that have failed since the last look."""
+        for job, step in self.jobs.items():
+            if job.done() and step not in self.failed and job.exception() is not None:
+                self.failed[step] = describe(job.exception(), token)
+                logger.error("Hub: the upload of step %d failed: %s", step, self.failed[step])
+
+
+def finish(trainer, uploads: Uploads | None) -> None:
+    """The final push: model, tokenizer, recipe, results, plots and model card, then the last checkpoint where the
+    strategy keeps one in the repo. Raises PushError naming every upload that the repo is still missing."""
+    args = trainer.args
+    if not trainer.is_world_process_zero():
+        trainer.push_to_hub()  # the other processes only join the final save
+        return
+    problems = []
+    try:
+        trainer.push_to_hub(commit_message="End of training", blocking=True)
+    except HUB_ERRORS as e:
+        problems.append(f"the final push of {args.output_dir}: {describe(e, args.hub_token)}")
+    if uploads is not None:
+        uploads.collect(args.hub_token)  # push_to_hub waited for the uploads still running
+    if not problems and args.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
+        problems += _push_missing_checkpoints(trainer, uploads)
+    for step, reason in sorted(uploads.failed.items()) if uploads else []:
+        logger.warning("Hub: step %d had failed to upload (%s)", step, reason)
+    if problems:
+        raise PushError(
+            f"the run finished and its outputs are in {args.output_dir}, but the Hub repo {trainer.hub_model_id} "
+            f"does not match them: " + "; ".join(problems) + ". To push again, run the same command (it resumes "
+            f"from the last checkpoint, trains no more steps and pushes), or: hf upload {trainer.hub_model_id} "
+            f"{args.output_dir} . --exclude 'checkpoint-*' --exclude '_*'"
+        )
+    logger.info("Hub: %s matches %s", trainer.hub_model_id, args.output_dir)
+
+
+def _push_missing_checkpoints(trainer, uploads: Uploads | None) -> list[str]:
+    """Upload the local checkpoints whose own upload failed or was skipped (for `checkpoint`, only the last)."""
+    args = trainer.args
+    done = {s for job, s in (uploads.jobs.items() if uploads else []) if job.done() and job.exception() is None}
+    local = sorted(Path(args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    if args.hub_strategy == HubStrategy.CHECKPOINT:
+        local = local[-1:]
+    problems = []
+    for folder in local:
+        step = int(folder.name.split("-")[-1])
+        if step in done:
+            continue
+        in_repo = "last-checkpoint" if args.hub_strategy == HubStrategy.CHECKPOINT else folder.name
+        logger.info("Hub: uploading %s as %s, which had not arrived", folder.name, in_repo)
+        try:
+            HfApi().upload_folder(
+                repo_id=trainer.hub_model_id,
+                folder_path=folder,
+                path_in_repo=in_repo,
+                commit_message=f"Training in progress, step {step}, checkpoint",
+                token=args.hub_token,
+                revision=args.hub_revision,
+            )
+        except HUB_ERRORS as e:
+            problems.append(f"{folder.name} as {in_repo}: {describe(e, args.hub_token)}")
+    return problems
+
+
+def write_model_card(trainer, recipe: Recipe) -> Path:
+    """README.md for the repo: what was trained, on what, with which recipe, and what it reached."""
+    from .tasks import TASKS  # tasks imports the model classes: only needed once a card is written
+
+    args, d, m = recipe.training, recipe.data, recipe.model
+    out = Path(args.output_dir)
+    results_path = out / "all_results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    shown = {k: v for k, v in results.items() if k in ("eval_loss", "eval_perplexity", "eval_accuracy",
+                                                        "eval_macro_f1", "train_loss")}  # fmt: skip
+    model = trainer.model
+    start = m.model_name_or_path
+    from_hub = bool(start) and not Path(start).exists() and _REPO_ID.match(start) is not None
+    data = {
+        "embedded": d.uses_embedded_corpus(),
+        "dataset_name": d.dataset_name,
+        "dataset_config_name": d.dataset_config_name,
+        "train_files": [Path(f).name for f in d.train_files or []],
+        "validation_plays": d.validation_plays,
+        "genres": d.genres,
+    }
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag=TASKS[m.objective].pipeline,
+        tags=["lm-recipes", m.objective, model.config.model_type],
+        datasets=[d.dataset_name] if d.dataset_name else None,
+        base_model=start if from_hub else None,
+        model_name=trainer.hub_model_id or out.name,
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(_TEMPLATE),
+        repo_id=trainer.hub_model_id or out.name,
+        architecture=type(model).__name__,
+        parameters=f"{model.num_parameters():,}",
+        objective=m.objective,
+        start=start,
+        labels=list(model.config.id2label.values()) if m.objective == "classification" else None,
+        data=data,
+        steps=trainer.state.global_step,
+        tokens=trainer.state.num_input_tokens_seen or None,
+        results=shown,
+        recipe=recipes.dump(recipe),
+        pipeline=TASKS[m.objective].pipeline,
+    )
+    path = out / "README.md"
+    card.save(path)
+    return path
+
+
+def is_repo_id(value: str) -> bool:
+    """Whether `resume_from_checkpoint` names a Hub repo rather than a local folder."""
+    return bool(_REPO_ID.match(value)) and not Path(value).exists()
+
+
+def fetch_checkpoint(recipe: Recipe, repo_id: str) -> str:
+    """Download the newest checkpoint an earlier run pushed to `repo_id` (`last-checkpoint/` with hub_strategy
+    checkpoint, else the highest `checkpoint-N/`) into output_dir as checkpoint-N; return its path.
+
+    The repo's recipe.yaml must describe the same run as this recipe, as for a local output_dir.
+    """
+    args = recipe.training
+    fix = "name a repo an lm-recipes run pushed with hub_strategy: checkpoint or all_checkpoints"
+    try:
+        files = HfApi().list_repo_files(repo_id, revision=args.hub_revision, token=args.hub_token)
+    except HUB_ERRORS as e:
+        raise RecipeError(
+            f"resume_from_checkpoint: {repo_id} is not a local folder, and as a Hub repo it cannot be read "
+            f"({describe(e, args.hub_token)}); give a checkpoint folder, or check the repo id, token and network"
+        ) from None
+    folders = {f.split("/")[0] for f in files if "/" in f}
+    numbered = sorted((f for f in folders if re.fullmatch(r"checkpoint-\d+", f)), key=lambda f: int(f.split("-")[1]))
+    folder = "last-checkpoint" if "last-checkpoint" in folders else numbered[-1] if numbered else None
+    if folder is None or "recipe.yaml" not in files:
+        raise RecipeError(f"resume_from_checkpoint: the Hub repo {repo_id} holds no checkpoint and recipe.yaml; {fix}")
+    out = Path(args.output_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            snapshot_download(
+                repo_id,
+                revision=args.hub_revision,
+                allow_patterns=[f"{folder}/*", "recipe.yaml"],
+                local_dir=tmp,
+                token=args.hub_token,
+            )
+        except HUB_ERRORS as e:
+            raise RecipeError(
+                f"resume_from_checkpoint: could not download {folder} from {repo_id} ({describe(e, args.hub_token)})"
+            ) from None
+        recipes.check_same(recipe, Path(tmp), where=f"the Hub repo {repo_id}")
+        step = json.loads((Path(tmp) / folder / "trainer_state.json").read_text())["global_step"]
+        target = out / f"checkpoint-{step}"
+        if target.exists():
+            logger.info("Hub: %s/%s is step %d, already in %s", repo_id, folder, step, target)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(Path(tmp) / folder), target)
+            logger.info("Hub: downloaded %s/%s (step %d) to %s", repo_id, folder, step, target)
+    return str(target)
