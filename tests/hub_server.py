@@ -101,6 +101,7 @@ class HubServer:
         self.root, self.token, self.user, self.mode, self.port = Path(root), token, user, mode, port
         (self.root / "objects").mkdir(parents=True, exist_ok=True)  # file contents, by sha256
         self.requests: list[tuple[str, str, int]] = []  # (method, path without query, status), in arrival order
+        self.commit_delay = 0.0  # seconds each upload request waits first: a slow link, uploads still in flight
         self._repos: dict[str, Repo] = {}
         self._lock = threading.Lock()
         self._secret = os.urandom(16)  # signs the LFS upload URLs, which the client PUTs to without a token
@@ -225,6 +226,8 @@ class HubServer:
                 raise HubError(404, f"hub_server does not implement {method} {path}{hint}")
             if kind == "commit" and self.mode == "refuse_commits":
                 raise HubError(500, "Internal Error - We're working hard to fix this as soon as possible!")
+            if kind == "commit":
+                time.sleep(self.commit_delay)
             args = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
             # JSON bodies are parsed here, except the commit's ndjson (one JSON object a line).
             is_json = "json" in headers.get("Content-Type", "") and "ndjson" not in headers.get("Content-Type", "")

@@ -29,6 +29,17 @@ CASES = {
     "mlm with gpt2": (["--model_type", "gpt2"], "model_type: gpt2 cannot be trained with objective mlm"),
     "clm with bert": (["--objective", "clm", "--model_type", "bert"], "model_type: bert cannot be trained with"),
     "unknown play": (["--validation_plays", "hamlet", "macbth"], "validation_plays: ['macbth'] not in the embedded"),
+    "unknown genre": (["--genres", "comedy"], "genres: ['comedy'] are not genres of the embedded corpus; choose from"),
+    "genres of files": (["--genres", "comedies", "--train_files", "{tmp}/small.txt"],
+                        "genres: picks plays of the embedded corpus only"),
+    "label column": (["--objective", "classification", "--label_column", "genre"],
+                     "label_column: `genre` is not a column of the training data; its columns are ['text', 'label', "),
+    "no passage": (["--objective", "classification", "--passage_lines", "0"], "passage_lines: 0 must be at least 1"),
+    "hub checkpoint offline": (["--resume_from_checkpoint", "someone/nothing"],
+                               "resume_from_checkpoint: someone/nothing is not a local folder, and as a Hub repo it "
+                               "cannot be read (OfflineModeIsEnabled"),
+    "hub push offline": (["--push_to_hub", "true", "--hub_model_id", "someone/model"],
+                         "push_to_hub: cannot create or reach the Hub repo someone/model (OfflineModeIsEnabled"),
 }  # fmt: skip
 
 

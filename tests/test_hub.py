@@ -140,3 +140,12 @@ def test_failed_uploads_are_reported_the_outputs_kept_and_a_rerun_pushes(train, 
     assert top_level(repo) == local_files(again.output_dir)
     assert json.loads(repo["last-checkpoint/trainer_state.json"])["global_step"] == 10
     assert "Hub: tester/run matches" in again.out
+
+
+def test_uploads_skipped_while_one_is_in_flight_are_reported_and_caught_up(train, hub):
+    hub.commit_delay = 1.0  # a slow link: the step-2 upload is still running when the next saves come
+    run = train("mlm.yaml", *SHORT, "--save_steps", "2", "--eval_strategy", "no", "--hub_strategy", "every_save",
+                "--hub_model_id", "tester/slow", extra_env=hub.env())  # fmt: skip
+    assert "Hub: the upload of step 4 was skipped because the previous one is still running" in run.out
+    assert "hub_always_push: true" in run.out
+    assert top_level(hub.files("tester/slow")) == local_files(run.output_dir)  # the final push caught up

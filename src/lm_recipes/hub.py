@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from huggingface_hub import HfApi, ModelCard, ModelCardData, snapshot_download
+from huggingface_hub import HfApi, ModelCard, ModelCardData, get_token, hf_hub_download, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import TrainerCallback
 from transformers.trainer_utils import HubStrategy
@@ -37,9 +37,11 @@ class PushError(Exception):
 
 
 def describe(error: BaseException, token: str | None = None) -> str:
-    """One line for an upload's error, the token blanked out should the error quote it."""
+    """One line for a Hub request's error, any token blanked out should the error quote it."""
     text = " ".join(f"{type(error).__name__}: {error}".split())
-    return text.replace(token, "***") if token else text
+    for secret in {token, get_token()} - {None, ""}:
+        text = text.replace(secret, "***")
+    return text
 
 
 class Uploads(TrainerCallback):
@@ -187,12 +189,10 @@ def is_repo_id(value: str) -> bool:
     return bool(_REPO_ID.match(value)) and not Path(value).exists()
 
 
-def fetch_checkpoint(recipe: Recipe, repo_id: str) -> str:
-    """Download the newest checkpoint an earlier run pushed to `repo_id` (`last-checkpoint/` with hub_strategy
-    checkpoint, else the highest `checkpoint-N/`) into output_dir as checkpoint-N; return its path.
-
-    The repo's recipe.yaml must describe the same run as this recipe, as for a local output_dir.
-    """
+def find_checkpoint(recipe: Recipe, repo_id: str) -> str:
+    """The folder of the newest checkpoint an earlier run pushed to `repo_id`: `last-checkpoint` (hub_strategy
+    checkpoint), else the highest `checkpoint-N` (all_checkpoints). Raises unless the repo's recipe.yaml describes
+    the same run as this recipe, as for a local output_dir. Writes nothing but a temporary copy of that file."""
     args = recipe.training
     fix = "name a repo an lm-recipes run pushed with hub_strategy: checkpoint or all_checkpoints"
     try:
@@ -207,13 +207,27 @@ def fetch_checkpoint(recipe: Recipe, repo_id: str) -> str:
     folder = "last-checkpoint" if "last-checkpoint" in folders else numbered[-1] if numbered else None
     if folder is None or "recipe.yaml" not in files:
         raise RecipeError(f"resume_from_checkpoint: the Hub repo {repo_id} holds no checkpoint and recipe.yaml; {fix}")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            hf_hub_download(repo_id, "recipe.yaml", revision=args.hub_revision, token=args.hub_token, local_dir=tmp)
+        except HUB_ERRORS as e:
+            raise RecipeError(
+                f"resume_from_checkpoint: could not read recipe.yaml of {repo_id} ({describe(e, args.hub_token)})"
+            ) from None
+        recipes.check_same(recipe, Path(tmp), where=f"the Hub repo {repo_id}")
+    return folder
+
+
+def download_checkpoint(recipe: Recipe, repo_id: str, folder: str) -> str:
+    """Download `folder` of `repo_id` into output_dir as checkpoint-N (N its step); return its path."""
+    args = recipe.training
     out = Path(args.output_dir)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             snapshot_download(
                 repo_id,
                 revision=args.hub_revision,
-                allow_patterns=[f"{folder}/*", "recipe.yaml"],
+                allow_patterns=[f"{folder}/*"],
                 local_dir=tmp,
                 token=args.hub_token,
             )
@@ -221,7 +235,6 @@ def fetch_checkpoint(recipe: Recipe, repo_id: str) -> str:
             raise RecipeError(
                 f"resume_from_checkpoint: could not download {folder} from {repo_id} ({describe(e, args.hub_token)})"
             ) from None
-        recipes.check_same(recipe, Path(tmp), where=f"the Hub repo {repo_id}")
         step = json.loads((Path(tmp) / folder / "trainer_state.json").read_text())["global_step"]
         target = out / f"checkpoint-{step}"
         if target.exists():

@@ -172,12 +172,13 @@ def build_trainer(recipe: Recipe) -> LMTrainer:
 def run(recipe: Recipe) -> dict[str, float]:
     """Train the recipe end to end, resuming where an earlier run of it stopped; returns the final metrics."""
     args, m = recipe.training, recipe.model
-    from_hub = hub.is_repo_id((args.resume_from_checkpoint or "").strip())
-    resume = None if from_hub else resume_point(recipe)
+    repo = (args.resume_from_checkpoint or "").strip()
+    hub_folder = hub.find_checkpoint(recipe, repo) if hub.is_repo_id(repo) else None
+    resume = None if hub_folder else resume_point(recipe)
     trainer = build_trainer(recipe)
-    if from_hub:  # downloaded once the recipe and its data are known to be good
+    if hub_folder:  # downloaded once the recipe and its data are known to be good
         with args.main_process_first(local=True, desc="downloading the checkpoint"):
-            resume = hub.fetch_checkpoint(recipe, args.resume_from_checkpoint.strip())
+            resume = hub.download_checkpoint(recipe, repo, hub_folder)
     uploads = None
     if args.push_to_hub:
         uploads = hub.Uploads(trainer)
