@@ -40,7 +40,7 @@ def corpus_dataset(copies: int, cache: str):
 
 def tokenizer_for(objective: str, cache: str):
     from lm_recipes import tokenizer
-    from lm_recipes.recipe import ModelArguments, TokenizerArguments
+    from lm_recipes.arguments import ModelArguments, TokenizerArguments
 
     docs = corpus_dataset(1, cache)
     return tokenizer.build(TokenizerArguments(), ModelArguments(objective=objective), docs, "text", 512, cache)

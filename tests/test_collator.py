@@ -5,7 +5,7 @@ import torch
 from datasets import Dataset
 
 from lm_recipes import corpus, data, tasks, tokenizer
-from lm_recipes.recipe import ModelArguments, TokenizerArguments
+from lm_recipes.arguments import ModelArguments, TokenizerArguments
 
 
 @pytest.fixture(scope="module")

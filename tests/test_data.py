@@ -9,7 +9,8 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 from lm_recipes import corpus, data, tokenizer
-from lm_recipes.recipe import DataArguments, ModelArguments, RecipeError, TokenizerArguments
+from lm_recipes.arguments import DataArguments, ModelArguments, TokenizerArguments
+from lm_recipes.recipe import RecipeError
 
 SCENES = [doc["text"] for doc in corpus.generate_documents(["macbeth"], corpus.version())]
 

@@ -4,7 +4,7 @@ import pytest
 from datasets import Dataset
 
 from lm_recipes import corpus, models, tokenizer
-from lm_recipes.recipe import ModelArguments, TokenizerArguments
+from lm_recipes.arguments import ModelArguments, TokenizerArguments
 
 SIZE = {"num_layers": 3, "num_heads": 2, "hidden_size": 32, "intermediate_size": 48, "max_position_embeddings": 40}
 

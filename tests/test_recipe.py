@@ -156,3 +156,11 @@ def test_base_cycle_and_missing_base_are_clear_errors(tmp_path):
     missing = write(tmp_path, "base: nowhere.yaml\nobjective: mlm\n")
     with pytest.raises(RecipeError, match="base: nowhere.yaml does not exist .* relative to the recipe's folder"):
         recipes.load([missing])
+
+
+def test_a_child_recipe_can_put_a_parent_key_back_to_its_default(tmp_path):
+    # The README's own-domain example: genres (embedded corpus only) is dropped for local files.
+    path = write(tmp_path, f"base: {ROOT / 'recipes/clm-continue.yaml'}\ngenres: null\ntrain_files: d/*.txt\n")
+    r = recipes.load([path])
+    assert r.data.genres is None and r.data.train_files == ["d/*.txt"]
+    assert r.model.model_name_or_path == "outputs/clm" and r.training.max_steps == 150

@@ -8,7 +8,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 
 from lm_recipes import corpus, tokenizer
-from lm_recipes.recipe import ModelArguments, TokenizerArguments
+from lm_recipes.arguments import ModelArguments, TokenizerArguments
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
 from . import corpus
-from .recipe import DataArguments, RecipeError
+from .arguments import DataArguments
+from .recipe import RecipeError
 
 logger = logging.getLogger(__name__)
 

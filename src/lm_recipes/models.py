@@ -7,7 +7,8 @@ import logging
 import torch
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from .recipe import ModelArguments, RecipeError
+from .arguments import ModelArguments
+from .recipe import RecipeError
 from .tasks import CONFIGS, TASKS
 
 logger = logging.getLogger(__name__)

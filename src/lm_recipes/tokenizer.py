@@ -17,7 +17,8 @@ from datasets.fingerprint import Hasher
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, BertTokenizer, GPT2Tokenizer, PreTrainedTokenizerBase
 
-from .recipe import ModelArguments, RecipeError, TokenizerArguments
+from .arguments import ModelArguments, TokenizerArguments
+from .recipe import RecipeError
 
 logger = logging.getLogger(__name__)
 

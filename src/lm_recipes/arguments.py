@@ -1,0 +1,180 @@
+"""The typed arguments of a recipe: one dataclass per concern, plus the Trainer's own `TrainingArguments`.
+
+Each field's help (meaning and unit) is what `train.py RECIPE --help` prints; `recipe.py` loads them from YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from transformers import TrainingArguments as HfTrainingArguments
+
+# Held out of every default recipe, one play per genre, so the genre task tests on plays no model has seen.
+VALIDATION_PLAYS = ("hamlet", "twelfth-night", "richard-ii", "the-tempest", "julius-caesar", "measure-for-measure")
+# The architectures each objective can build from scratch; the first is what `model_type: auto` picks.
+ARCHITECTURES = {"mlm": ("bert",), "clm": ("gpt2",), "classification": ("bert", "gpt2")}
+# Model keys that a starting checkpoint decides: with model_name_or_path they are read from its config instead.
+FROM_CHECKPOINT = (
+    "model_type", "num_layers", "num_heads", "hidden_size", "intermediate_size", "max_position_embeddings"
+)  # fmt: skip
+
+
+
+@dataclass
+class TokenizerArguments:
+    """How the tokenizer is made: trained on the training split, or loaded."""
+
+    tokenizer_name: str | None = field(
+        default=None,
+        metadata={"help": "An existing tokenizer (local folder or Hub id) to use instead of training one."},
+    )
+    tokenizer_type: Literal["auto", "wordpiece", "bpe"] = field(
+        default="auto",
+        metadata={"help": "Tokenizer to train: wordpiece (BERT) or byte-level bpe (GPT-2); auto follows model_type."},
+    )
+    vocab_size: int = field(default=8000, metadata={"help": "Vocabulary size in tokens, special tokens included."})
+    min_frequency: int = field(default=2, metadata={"help": "Occurrences a merge or word piece needs to be learned."})
+    lowercase: bool = field(default=True, metadata={"help": "Lowercase text before WordPiece (BERT uncased)."})
+
+
+@dataclass
+class DataArguments:
+    """Where the text comes from and how it becomes fixed-length blocks."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset id, loaded with load_dataset."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
+    train_files: list[str] | None = field(
+        default=None, metadata={"help": "Local training files: path, glob or list (txt, json, jsonl, csv, parquet)."}
+    )
+    validation_files: list[str] | None = field(
+        default=None, metadata={"help": "Local validation files, as train_files; without them, one is carved."}
+    )
+    text_column: str = field(default="text", metadata={"help": "The column that holds the text of each document."})
+    label_column: str = field(
+        default="label", metadata={"help": "classification only: the column of labels (class names or ids)."}
+    )
+    sample_by: Literal["line", "paragraph", "document"] = field(
+        default="paragraph", metadata={"help": "What one document of a txt file is: a line, a paragraph or the file."}
+    )
+    validation_plays: list[str] = field(
+        default_factory=lambda: list(VALIDATION_PLAYS),
+        metadata={"help": "Embedded corpus only: plays held out whole for validation (file names without .md)."},
+    )
+    genres: list[str] | None = field(
+        default=None,
+        metadata={"help": "Embedded corpus only: keep only the plays of these genres (comedies, histories, ...)."},
+    )
+    passage_lines: int = field(
+        default=4, metadata={"help": "Embedded genre task (classification): lines of speech per passage."}
+    )
+    validation_split_percentage: float = field(
+        default=5.0, metadata={"help": "Percent of training documents carved out for validation when there is none."}
+    )
+    block_size: int = field(
+        default=128,
+        metadata={"help": "Tokens per training block (mlm, clm) or most tokens per example (classification)."},
+    )
+    mlm_probability: float = field(default=0.15, metadata={"help": "MLM only: fraction of tokens masked (80/10/10)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training blocks."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N validation blocks."})
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for tokenization (datasets.map num_proc); none: one process."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder; none: HF_DATASETS_CACHE."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Redo tokenization instead of using the cache."})
+
+    def uses_embedded_corpus(self) -> bool:
+        return self.dataset_name is None and not self.train_files
+
+
+@dataclass
+class ModelArguments:
+    """What is trained: the objective and the model's size, or a checkpoint to start from."""
+
+    objective: Literal["mlm", "clm", "classification"] | None = field(
+        default=None,
+        metadata={
+            "help": "Training objective: mlm (masked, BERT), clm (causal, GPT-2) or classification (labelled "
+            "text, usually from a pretrained model_name_or_path). Required."
+        },
+    )
+    model_type: Literal["auto", "bert", "gpt2"] = field(
+        default="auto",
+        metadata={"help": "Architecture built from scratch: bert (mlm, classification), gpt2 (clm, classification)."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Start from this checkpoint (folder or Hub id) instead of from scratch."}
+    )
+    num_layers: int = field(default=4, metadata={"help": "Transformer layers."})
+    num_heads: int = field(default=4, metadata={"help": "Attention heads per layer; must divide hidden_size."})
+    hidden_size: int = field(default=256, metadata={"help": "Width of the residual stream (embedding size)."})
+    intermediate_size: int = field(default=1024, metadata={"help": "Width of each feed-forward layer."})
+    max_position_embeddings: int = field(default=512, metadata={"help": "Positions the model has, in tokens."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout on embeddings and residual branches."})
+    attention_dropout: float = field(default=0.1, metadata={"help": "Dropout on attention probabilities."})
+
+    @property
+    def resolved_model_type(self) -> str | None:
+        if self.model_type != "auto":
+            return self.model_type
+        return ARCHITECTURES.get(self.objective, (None,))[0]
+
+
+@dataclass
+class TrainingArguments(HfTrainingArguments):
+    """The Trainer's own arguments, plus the precision to pick for the hardware."""
+
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = field(
+        default="auto",
+        metadata={"help": "auto: bf16 where the GPU supports it, else fp16 on CUDA, fp32 on CPU."},
+    )
+
+    def __post_init__(self):
+        # Keys resolved for this machine below are saved as given, so a saved recipe still fits another machine.
+        self.as_given = {k: getattr(self, k) for k in ("use_cpu", "bf16", "fp16", "dataloader_pin_memory")}
+        if not self.use_cpu and not _has_accelerator():
+            # Say so explicitly: under `accelerate launch --multi_gpu` on a machine without one, transformers
+            # only sets up its CPU process group (gloo) when use_cpu is set.
+            self.use_cpu = True
+        if self.precision == "auto" and not (self.bf16 or self.fp16):
+            self.bf16, self.fp16 = _auto_precision(self.use_cpu)
+        elif self.precision in ("bf16", "fp16"):
+            if getattr(self, "fp16" if self.precision == "bf16" else "bf16"):
+                raise ValueError(f"precision: {self.precision} contradicts bf16/fp16; keep only `precision`")
+            self.bf16, self.fp16 = self.precision == "bf16", self.precision == "fp16"
+        elif self.precision == "fp32" and (self.bf16 or self.fp16):
+            raise ValueError("precision: fp32 contradicts bf16/fp16; keep only `precision`")
+        if not _has_cuda():
+            self.dataloader_pin_memory = False  # pinning only helps copies to a CUDA device
+        super().__post_init__()
+
+    def __getstate__(self):
+        # The Trainer pickles its arguments into training_args.bin beside the model, which is pushed with it.
+        return {**self.__dict__, "hub_token": None}
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _has_accelerator() -> bool:
+    """A GPU or other device torch can train on (CUDA, ROCm, MPS, XPU, ...)."""
+    import torch
+
+    return torch.accelerator.is_available()
+
+
+def _auto_precision(use_cpu: bool) -> tuple[bool, bool]:
+    """(bf16, fp16) for this machine: bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU."""
+    import torch
+
+    if use_cpu or not _has_cuda():
+        return False, False
+    # Native bf16 only (Ampere and newer): torch also says yes for GPUs that merely emulate it (V100, T4), where
+    # bf16 is slower than fp16.
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return True, False
+    return False, True
