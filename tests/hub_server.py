@@ -43,6 +43,7 @@ LFS_PATTERNS = (
 LFS_MIN_SIZE = 10 * 1024 * 1024  # the Hub refuses regular (non-LFS) files over 10 MiB, so preupload says "lfs"
 GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS).encode()
 REPO = r"(?P<repo>[\w.-]+/[\w.-]+)"
+CHECKPOINT = r"(last-checkpoint|checkpoint-\d+)/"  # what mode "refuse_checkpoints" refuses to take
 
 
 def _flag(query: dict, name: str) -> bool:
@@ -95,7 +96,8 @@ class HubError(Exception):
 
 
 class HubServer:
-    """The Hub on 127.0.0.1. `mode` ("ok" or "refuse_commits") is read on every request, so it can change live."""
+    """The Hub on 127.0.0.1. `mode` is read on every request, so it can change live: "ok", "refuse_commits" (every
+    upload fails with HTTP 500) or "refuse_checkpoints" (only uploads into checkpoint folders fail)."""
 
     def __init__(self, root, token: str = "hf_test_token", user: str = "tester", mode: str = "ok", port: int = 0):
         self.root, self.token, self.user, self.mode, self.port = Path(root), token, user, mode, port
@@ -294,6 +296,8 @@ class HubServer:
         return [self._entry(p, blob) for p, blob in sorted(tree.items()) if p.startswith(prefix)]
 
     def _preupload(self, repo, rev, data, **_):
+        if self.mode == "refuse_checkpoints" and any(re.match(CHECKPOINT, f["path"]) for f in data["files"]):
+            raise HubError(500, "Internal Error - We're working hard to fix this as soon as possible!")
         tree = self._commit(self._writable(repo, rev), rev).tree
         files = []
         for f in data["files"]:
@@ -443,7 +447,7 @@ def main() -> None:
     parser.add_argument("--root", required=True, help="folder for the uploaded file contents")
     parser.add_argument("--token", default="hf_test_token")
     parser.add_argument("--user", default="tester")
-    parser.add_argument("--mode", default="ok", choices=["ok", "refuse_commits"])
+    parser.add_argument("--mode", default="ok", choices=["ok", "refuse_commits", "refuse_checkpoints"])
     args = parser.parse_args()
     hub = HubServer(args.root, token=args.token, user=args.user, mode=args.mode, port=args.port).start()
     print(hub.url, flush=True)

@@ -178,6 +178,8 @@ def test_string_labels_become_one_class_label_for_every_split():
     [
         (["pos", "neg"], ["meh"], r"the validation split has labels the training split lacks \(\['meh'\]\)"),
         ([0, -1], [0], "must hold class names \\(strings\\) or class ids \\(integers from 0\\)"),
+        (["pos", "pos"], ["pos"], r"label_column: `label` has one class \(\['pos'\]\); a classifier needs two"),
+        (["pos", None], ["pos"], "label_column: some training rows have no `label`; label them or leave them out"),
     ],
 )
 def test_bad_labels_are_clear_errors(train, validation, message):

@@ -35,6 +35,8 @@ CASES = {
     "label column": (["--objective", "classification", "--label_column", "genre"],
                      "label_column: `genre` is not a column of the training data; its columns are ['text', 'label', "),
     "no passage": (["--objective", "classification", "--passage_lines", "0"], "passage_lines: 0 must be at least 1"),
+    "two tokenizers": (["--model_name_or_path", "{tmp}", "--tokenizer_name", "{tmp}"],
+                       "tokenizer_name: a run from model_name_or_path uses that checkpoint's tokenizer"),
     "hub checkpoint offline": (["--resume_from_checkpoint", "someone/nothing"],
                                "resume_from_checkpoint: someone/nothing is not a local folder, and as a Hub repo it "
                                "cannot be read (OfflineModeIsEnabled"),

@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoTokenizer, pipeline
 
 from conftest import ROOT, TINY, TRAIN
 from lm_recipes import corpus
+from lm_recipes import recipe as recipes
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,8 @@ def test_genre_classifier_from_a_pretrained_mlm(train, pretrained):
     predicted = pipeline("text-classification", model=str(run.output_dir))("Now is the winter of our discontent")
     assert predicted[0]["label"] in corpus.genres()
     assert AutoTokenizer.from_pretrained(run.output_dir).vocab == AutoTokenizer.from_pretrained(start).vocab
+    again = recipes.load([str(run.output_dir / "recipe.yaml")])  # the saved recipe, the checkpoint's keys in it, runs
+    assert again.model.hidden_size == 64 and again.tokenizer.tokenizer_type == "auto"
 
 
 @pytest.mark.parametrize("suffix", ["csv", "jsonl"])

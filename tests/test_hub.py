@@ -52,8 +52,10 @@ def assert_no_secret(run, *folders):
 
 @pytest.mark.parametrize("strategy", ["end", "every_save", "checkpoint", "all_checkpoints"])
 def test_each_strategy_pushes_what_it_promises(train, hub, strategy):
+    # hub_always_push queues every save's upload, so which commits arrive does not depend on the machine's speed.
     run = train("mlm.yaml", *SHORT, "--hub_strategy", strategy, "--hub_model_id", "tester/tiny-mlm",
-                "--hub_token", SECRET, extra_env=hub.env(token="not-this-one"))  # fmt: skip
+                "--hub_token", SECRET, "--hub_always_push", "true",
+                extra_env=hub.env(token="not-this-one"))  # fmt: skip
     repo = hub.files("tester/tiny-mlm")
     local = local_files(run.output_dir)
     assert top_level(repo) == local  # the repo's final state is the local output, byte for byte
@@ -96,6 +98,12 @@ def test_resume_on_a_new_machine_from_the_hub_checkpoint(train, hub, tmp_path):
     steps = [h["step"] for h in state["log_history"] if "loss" in h]
     assert steps[0] == 5 and steps[-1] == 15  # one history: the first machine's steps, then this one's
     assert json.loads(hub.files("tester/run")["last-checkpoint/trainer_state.json"])["global_step"] == 15
+    # Run again on that machine: its own checkpoint is not behind the Hub's, so nothing is downloaded.
+    third = train("clm.yaml", *SHORT, "--hub_strategy", "checkpoint", "--hub_model_id", "tester/run",
+                  "--max_steps", "15", "--resume_from_checkpoint", "tester/run", output_dir=elsewhere,
+                  extra_env=hub.env())  # fmt: skip
+    assert f"{elsewhere / 'checkpoint-15'} is not behind tester/run (step 15): resuming from it" in third.out
+    assert "downloaded" not in third.out and "nothing left to train" in third.out
 
 
 def test_resume_from_a_hub_repo_of_another_recipe_is_refused(train, hub, tmp_path):
@@ -126,7 +134,7 @@ def test_failed_uploads_are_reported_the_outputs_kept_and_a_rerun_pushes(train, 
     flags = [*SHORT, "--hub_strategy", "checkpoint", "--hub_model_id", "tester/run"]
     run = train("mlm.yaml", *flags, check=False, launcher=NO_BACKOFF, extra_env=hub.env())
     assert run.returncode == 3, run.out[-3000:]
-    assert "Hub: the upload of step 5 failed: HfHubHTTPError: Server error '500 Internal Server Error'" in run.out
+    assert "Hub: the model upload of step 5 failed: HfHubHTTPError: Server error '500 Internal Server" in run.out
     assert f"the run finished and its outputs are in {run.output_dir}, but the Hub repo tester/run does not" in run.out
     assert "run the same command" in run.out
     assert (run.output_dir / "model.safetensors").is_file() and run.state()["global_step"] == 10
@@ -149,3 +157,14 @@ def test_uploads_skipped_while_one_is_in_flight_are_reported_and_caught_up(train
     assert "Hub: the upload of step 4 was skipped because the previous one is still running" in run.out
     assert "hub_always_push: true" in run.out
     assert top_level(hub.files("tester/slow")) == local_files(run.output_dir)  # the final push caught up
+
+
+def test_a_checkpoint_that_never_arrives_fails_the_run_though_the_model_did(train, hub):
+    hub.mode = "refuse_checkpoints"  # the model files arrive, the checkpoint folders do not
+    run = train("mlm.yaml", *SHORT, "--hub_strategy", "checkpoint", "--hub_model_id", "tester/run", check=False,
+                launcher=NO_BACKOFF, extra_env=hub.env())  # fmt: skip
+    assert run.returncode == 3, run.out[-3000:]
+    assert "Hub: the checkpoint upload of step 5 failed" in run.out
+    assert "does not match them: checkpoint-10 as last-checkpoint: HfHubHTTPError" in run.out
+    repo = hub.files("tester/run")
+    assert top_level(repo) == local_files(run.output_dir) and not any(k.startswith("last-checkpoint/") for k in repo)

@@ -16,9 +16,9 @@ VALIDATION_PLAYS = ("hamlet", "twelfth-night", "richard-ii", "the-tempest", "jul
 ARCHITECTURES = {"mlm": ("bert",), "clm": ("gpt2",), "classification": ("bert", "gpt2")}
 # Model keys that a starting checkpoint decides: with model_name_or_path they are read from its config instead.
 FROM_CHECKPOINT = (
-    "model_type", "num_layers", "num_heads", "hidden_size", "intermediate_size", "max_position_embeddings"
+    "model_type", "num_layers", "num_heads", "hidden_size", "intermediate_size", "max_position_embeddings", "dropout",
+    "attention_dropout",
 )  # fmt: skip
-
 
 
 @dataclass

@@ -264,7 +264,9 @@ def encode_labels(texts: DatasetDict, column: str) -> tuple[DatasetDict, list[st
     if isinstance(feature, ClassLabel):
         names = list(feature.names)
     else:
-        values = [v for v in train.unique(column) if v is not None]
+        values = train.unique(column)
+        if None in values:
+            raise RecipeError(f"label_column: some training rows have no `{column}`; label them or leave them out")
         if values and all(isinstance(v, str) for v in values):
             names = sorted(values)
         elif values and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
@@ -274,6 +276,8 @@ def encode_labels(texts: DatasetDict, column: str) -> tuple[DatasetDict, list[st
                 f"label_column: `{column}` must hold class names (strings) or class ids (integers from 0); "
                 f"it holds {sorted(map(repr, values))[:5]}"
             )
+    if len(names) < 2:
+        raise RecipeError(f"label_column: `{column}` has one class ({names}); a classifier needs two or more")
     label = ClassLabel(names=names)
     out = {}
     for split, ds in texts.items():

@@ -45,25 +45,24 @@ def describe(error: BaseException, token: str | None = None) -> str:
 
 
 class Uploads(TrainerCallback):
-    """Reports each checkpoint upload that failed or was skipped, as soon as the Trainer's next save reveals it."""
+    """Reports each upload that failed or was skipped, as soon as the Trainer's next save reveals it."""
 
     def __init__(self, trainer):
         self.trainer = trainer
-        self.jobs: dict = {}  # future -> the step it uploads
-        self.failed: dict[int, str] = {}  # step -> what went wrong
-        self.skipped: list[int] = []
+        self.jobs: dict = {}  # future -> (step, "model" or "checkpoint"): what it uploads
+        self.failed: dict[tuple[int, str], str] = {}  # (step, what) -> what went wrong
 
     def on_save(self, args, state, control, **kwargs):
-        # Called right after the Trainer's _save_checkpoint, which starts (or skips) the checkpoint's upload.
+        # Called right after the Trainer's _save_checkpoint, which starts (or skips) the save's uploads: the output
+        # folder's model files, then for checkpoint / all_checkpoints the checkpoint folder.
         if args.hub_strategy == HubStrategy.END or not self.trainer.is_world_process_zero():
             return
         self.collect(args.hub_token)
         push = getattr(self.trainer, "push_in_progress", None)
         new = [job for job in (push.jobs if push else []) if job not in self.jobs]
-        for job in new:
-            self.jobs[job] = state.global_step
+        for job, what in zip(new, ("model", "checkpoint"), strict=False):  # no checkpoint upload with every_save
+            self.jobs[job] = (state.global_step, what)
         if not new:
-            self.skipped.append(state.global_step)
             logger.warning(
                 "Hub: the upload of step %d was skipped because the previous one is still running "
                 "(set hub_always_push: true to queue every save); the final push will include it",
@@ -72,15 +71,20 @@ class Uploads(TrainerCallback):
 
     def collect(self, token: str | None = None) -> None:
         """Log the uploads that have failed since the last look."""
-        for job, step in self.jobs.items():
-            if job.done() and step not in self.failed and job.exception() is not None:
-                self.failed[step] = describe(job.exception(), token)
-                logger.error("Hub: the upload of step %d failed: %s", step, self.failed[step])
+        for job, key in self.jobs.items():
+            if job.done() and key not in self.failed and job.exception() is not None:
+                self.failed[key] = describe(job.exception(), token)
+                logger.error("Hub: the %s upload of step %d failed: %s", key[1], key[0], self.failed[key])
+
+    def checkpoints_uploaded(self) -> set[int]:
+        return {
+            s for job, (s, what) in self.jobs.items() if what == "checkpoint" and job.done() and not job.exception()
+        }
 
 
 def finish(trainer, uploads: Uploads | None) -> None:
-    """The final push: model, tokenizer, recipe, results, plots and model card, then the last checkpoint where the
-    strategy keeps one in the repo. Raises PushError naming every upload that the repo is still missing."""
+    """The final push: model, tokenizer, recipe, results, plots and model card, then the checkpoints the strategy
+    keeps in the repo that did not arrive. Raises PushError naming everything the repo is still missing."""
     args = trainer.args
     if not trainer.is_world_process_zero():
         trainer.push_to_hub()  # the other processes only join the final save
@@ -93,30 +97,33 @@ def finish(trainer, uploads: Uploads | None) -> None:
     if uploads is not None:
         uploads.collect(args.hub_token)  # push_to_hub waited for the uploads still running
     if not problems and args.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
-        problems += _push_missing_checkpoints(trainer, uploads)
-    for step, reason in sorted(uploads.failed.items()) if uploads else []:
-        logger.warning("Hub: step %d had failed to upload (%s)", step, reason)
+        problems += _push_missing_checkpoints(trainer, uploads.checkpoints_uploaded() if uploads else set())
+    if not problems:
+        problems += _compare(trainer)
     if problems:
         raise PushError(
             f"the run finished and its outputs are in {args.output_dir}, but the Hub repo {trainer.hub_model_id} "
-            f"does not match them: " + "; ".join(problems) + ". To push again, run the same command (it resumes "
-            f"from the last checkpoint, trains no more steps and pushes), or: hf upload {trainer.hub_model_id} "
+            f"does not match them: " + "; ".join(problems) + ". To push again, run the same command (it finds the "
+            f"run at its last step, trains nothing and pushes), or: hf upload {trainer.hub_model_id} "
             f"{args.output_dir} . --exclude 'checkpoint-*' --exclude '_*'"
+        )
+    if uploads is not None and uploads.failed:
+        logger.warning(
+            "Hub: %d upload(s) had failed during training; the final push made up for them", len(uploads.failed)
         )
     logger.info("Hub: %s matches %s", trainer.hub_model_id, args.output_dir)
 
 
-def _push_missing_checkpoints(trainer, uploads: Uploads | None) -> list[str]:
+def _push_missing_checkpoints(trainer, uploaded: set[int]) -> list[str]:
     """Upload the local checkpoints whose own upload failed or was skipped (for `checkpoint`, only the last)."""
     args = trainer.args
-    done = {s for job, s in (uploads.jobs.items() if uploads else []) if job.done() and job.exception() is None}
     local = sorted(Path(args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     if args.hub_strategy == HubStrategy.CHECKPOINT:
         local = local[-1:]
     problems = []
     for folder in local:
         step = int(folder.name.split("-")[-1])
-        if step in done:
+        if step in uploaded:
             continue
         in_repo = "last-checkpoint" if args.hub_strategy == HubStrategy.CHECKPOINT else folder.name
         logger.info("Hub: uploading %s as %s, which had not arrived", folder.name, in_repo)
@@ -132,6 +139,31 @@ def _push_missing_checkpoints(trainer, uploads: Uploads | None) -> list[str]:
         except HUB_ERRORS as e:
             problems.append(f"{folder.name} as {in_repo}: {describe(e, args.hub_token)}")
     return problems
+
+
+def _compare(trainer) -> list[str]:
+    """Check the repo has every file of the output folder the final push sent; name the files it has beyond them
+    (left as they are: they may be the user's own)."""
+    args = trainer.args
+    out = Path(args.output_dir)
+    local = {
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if p.is_file() and not p.relative_to(out).parts[0].startswith(("checkpoint-", "_"))
+    }
+    try:
+        remote = set(HfApi().list_repo_files(trainer.hub_model_id, revision=args.hub_revision, token=args.hub_token))
+    except HUB_ERRORS as e:
+        return [f"could not list the repo to check it ({describe(e, args.hub_token)})"]
+    missing = sorted(local - remote)
+    extra = sorted(
+        f for f in remote - local if f != ".gitattributes" and f.split("/")[0] != "last-checkpoint"
+        and not re.fullmatch(r"checkpoint-\d+", f.split("/")[0])
+    )  # fmt: skip
+    if extra:
+        logger.warning("Hub: %s also holds files this run did not write (left as they are): %s", trainer.hub_model_id,
+                       ", ".join(extra[:10]))  # fmt: skip
+    return [f"files missing from the repo: {', '.join(missing[:10])}"] if missing else []
 
 
 def write_model_card(trainer, recipe: Recipe) -> Path:
@@ -189,10 +221,10 @@ def is_repo_id(value: str) -> bool:
     return bool(_REPO_ID.match(value)) and not Path(value).exists()
 
 
-def find_checkpoint(recipe: Recipe, repo_id: str) -> str:
-    """The folder of the newest checkpoint an earlier run pushed to `repo_id`: `last-checkpoint` (hub_strategy
+def find_checkpoint(recipe: Recipe, repo_id: str) -> tuple[str, int]:
+    """(folder, step) of the newest checkpoint an earlier run pushed to `repo_id`: `last-checkpoint` (hub_strategy
     checkpoint), else the highest `checkpoint-N` (all_checkpoints). Raises unless the repo's recipe.yaml describes
-    the same run as this recipe, as for a local output_dir. Writes nothing but a temporary copy of that file."""
+    the same run as this recipe, as for a local output_dir. Writes nothing but temporary copies of two small files."""
     args = recipe.training
     fix = "name a repo an lm-recipes run pushed with hub_strategy: checkpoint or all_checkpoints"
     try:
@@ -205,23 +237,28 @@ def find_checkpoint(recipe: Recipe, repo_id: str) -> str:
     folders = {f.split("/")[0] for f in files if "/" in f}
     numbered = sorted((f for f in folders if re.fullmatch(r"checkpoint-\d+", f)), key=lambda f: int(f.split("-")[1]))
     folder = "last-checkpoint" if "last-checkpoint" in folders else numbered[-1] if numbered else None
-    if folder is None or "recipe.yaml" not in files:
+    if folder is None or "recipe.yaml" not in files or f"{folder}/trainer_state.json" not in files:
         raise RecipeError(f"resume_from_checkpoint: the Hub repo {repo_id} holds no checkpoint and recipe.yaml; {fix}")
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            hf_hub_download(repo_id, "recipe.yaml", revision=args.hub_revision, token=args.hub_token, local_dir=tmp)
+            for name in ("recipe.yaml", f"{folder}/trainer_state.json"):
+                hf_hub_download(repo_id, name, revision=args.hub_revision, token=args.hub_token, local_dir=tmp)
         except HUB_ERRORS as e:
             raise RecipeError(
-                f"resume_from_checkpoint: could not read recipe.yaml of {repo_id} ({describe(e, args.hub_token)})"
+                f"resume_from_checkpoint: could not read {repo_id} ({describe(e, args.hub_token)})"
             ) from None
         recipes.check_same(recipe, Path(tmp), where=f"the Hub repo {repo_id}")
-    return folder
+        step = json.loads((Path(tmp) / folder / "trainer_state.json").read_text())["global_step"]
+    return folder, step
 
 
-def download_checkpoint(recipe: Recipe, repo_id: str, folder: str) -> str:
-    """Download `folder` of `repo_id` into output_dir as checkpoint-N (N its step); return its path."""
+def download_checkpoint(recipe: Recipe, repo_id: str, folder: str, step: int) -> str:
+    """`folder` of `repo_id` as output_dir/checkpoint-`step`, downloaded unless it is there already (as it is for
+    the other processes of a run, once the main one has it); returns its path."""
     args = recipe.training
-    out = Path(args.output_dir)
+    target = Path(args.output_dir) / f"checkpoint-{step}"
+    if target.exists():
+        return str(target)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             snapshot_download(
@@ -235,12 +272,7 @@ def download_checkpoint(recipe: Recipe, repo_id: str, folder: str) -> str:
             raise RecipeError(
                 f"resume_from_checkpoint: could not download {folder} from {repo_id} ({describe(e, args.hub_token)})"
             ) from None
-        step = json.loads((Path(tmp) / folder / "trainer_state.json").read_text())["global_step"]
-        target = out / f"checkpoint-{step}"
-        if target.exists():
-            logger.info("Hub: %s/%s is step %d, already in %s", repo_id, folder, step, target)
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(Path(tmp) / folder), target)
-            logger.info("Hub: downloaded %s/%s (step %d) to %s", repo_id, folder, step, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(tmp) / folder), target)
+    logger.info("Hub: downloaded %s/%s (step %d) to %s", repo_id, folder, step, target)
     return str(target)

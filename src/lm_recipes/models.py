@@ -69,9 +69,11 @@ def build(
     new one sized by the recipe."""
     task = TASKS[args.objective]
     if args.model_name_or_path:
+        # A classifier checkpoint with other classes gets a new head rather than a shape error.
+        kwargs = {**label_kwargs(labels), "ignore_mismatched_sizes": True} if labels else {}
         try:
-            model = task.auto_class.from_pretrained(args.model_name_or_path, **label_kwargs(labels))
-        except (OSError, ValueError) as e:
+            model = task.auto_class.from_pretrained(args.model_name_or_path, **kwargs)
+        except (OSError, ValueError, RuntimeError) as e:
             raise RecipeError(f"model_name_or_path: cannot load a {args.objective} model from it ({e})") from None
         logger.info("Starting from %s (%s)", args.model_name_or_path, type(model).__name__)
         if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
@@ -89,10 +91,18 @@ def build(
 
 
 def sizes(model: PreTrainedModel) -> dict:
-    """The recipe's model keys as a loaded checkpoint has them, so a saved recipe says what really ran."""
+    """The recipe's model keys as a loaded checkpoint has them, so a saved recipe says what really ran (None where
+    the architecture has no such key)."""
     c = model.config
     inner = getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * c.hidden_size
+    dropout = next((getattr(c, k) for k in ("hidden_dropout_prob", "resid_pdrop", "dropout") if hasattr(c, k)), None)
+    attention = next(
+        (getattr(c, k) for k in ("attention_probs_dropout_prob", "attn_pdrop", "attention_dropout") if hasattr(c, k)),
+        None,
+    )
     return {
+        "dropout": dropout,
+        "attention_dropout": attention,
         "model_type": c.model_type if c.model_type in ("bert", "gpt2") else "auto",
         "num_layers": c.num_hidden_layers,
         "num_heads": c.num_attention_heads,

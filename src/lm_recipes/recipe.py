@@ -35,7 +35,6 @@ class RecipeError(Exception):
         super().__init__("\n".join(f"  - {p}" for p in self.problems))
 
 
-
 @dataclass
 class Recipe:
     tokenizer: TokenizerArguments
@@ -207,12 +206,17 @@ def check(recipe: Recipe) -> list[str]:
             f"{'mlm' if m.model_type == 'bert' else 'clm'}"
         )
     wanted_tok = {"bert": "wordpiece", "gpt2": "bpe"}
-    if t.tokenizer_type != "auto" and model_type and wanted_tok[model_type] != t.tokenizer_type:
+    if m.model_name_or_path and t.tokenizer_name:
+        problems.append(
+            "tokenizer_name: a run from model_name_or_path uses that checkpoint's tokenizer; drop tokenizer_name"
+        )
+    scratch = m.model_name_or_path is None
+    if scratch and t.tokenizer_type != "auto" and model_type and wanted_tok[model_type] != t.tokenizer_type:
         problems.append(
             f"tokenizer_type: {t.tokenizer_type} does not fit model_type {model_type}; "
             f"use tokenizer_type: {wanted_tok[model_type]} (or auto)"
         )
-    if m.model_name_or_path is None:
+    if scratch:
         if m.num_heads < 1 or m.hidden_size % m.num_heads:
             problems.append(f"num_heads: {m.num_heads} must divide hidden_size {m.hidden_size}")
         for key in ("num_layers", "hidden_size", "intermediate_size", "max_position_embeddings"):

@@ -65,15 +65,25 @@ def resume_point(recipe: Recipe) -> str | None:
         if not Path(wanted).is_dir():
             raise RecipeError(f"resume_from_checkpoint: {wanted} is not a checkpoint folder; give one, or true")
         return wanted
-    if last is None:
-        if wanted.lower() in LAST:
-            raise RecipeError(
-                f"resume_from_checkpoint: {wanted} but {out} has no checkpoint-* folder to resume from; "
-                f"drop the key to start fresh"
-            )
-        return None
-    recipes.check_same(recipe, out)
+    if last is None and wanted.lower() in LAST:
+        raise RecipeError(
+            f"resume_from_checkpoint: {wanted} but {out} has no checkpoint-* folder to resume from; "
+            f"drop the key to start fresh"
+        )
+    return latest_checkpoint(recipe)
+
+
+def latest_checkpoint(recipe: Recipe) -> str | None:
+    """The newest checkpoint-N in output_dir, if any; raises if it belongs to another recipe's run."""
+    out = Path(recipe.training.output_dir)
+    last = get_last_checkpoint(out) if out.is_dir() else None
+    if last is not None:
+        recipes.check_same(recipe, out)
     return last
+
+
+def _step(checkpoint: str) -> int:
+    return int(Path(checkpoint).name.rsplit("-", 1)[-1])
 
 
 def plan(recipe: Recipe, train_size: int, n_params: int) -> list[str]:
@@ -125,6 +135,13 @@ def build_trainer(recipe: Recipe) -> LMTrainer:
         tokenizer = tokenizers.build(
             recipe.tokenizer, m, texts["train"], d.text_column, m.max_position_embeddings, d.cache_dir
         )
+        if classify and tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise RecipeError("the tokenizer has neither a padding nor an end-of-text token to pad batches with")
+            logger.info(
+                "The tokenizer has no padding token: padding with its %s, as GPT-2 classifiers do", tokenizer.eos_token
+            )
+            tokenizer.pad_token = tokenizer.eos_token
         if classify:
             blocks = data.build_examples(texts, tokenizer, d, args.seed)
         else:
@@ -134,8 +151,9 @@ def build_trainer(recipe: Recipe) -> LMTrainer:
     if m.model_name_or_path:
         # The checkpoint decides these keys: the printed and saved recipe says what really runs.
         for key, value in models.sizes(model).items():
-            setattr(m, key, value)
-        recipe.tokenizer.vocab_size = len(tokenizer)
+            if value is not None:
+                setattr(m, key, value)
+        recipe.tokenizer.vocab_size, recipe.tokenizer.tokenizer_type = len(tokenizer), "auto"
     if d.block_size > models.positions(model):
         raise RecipeError(
             f"block_size: {d.block_size} tokens is more than the {models.positions(model)} positions of "
@@ -173,12 +191,15 @@ def run(recipe: Recipe) -> dict[str, float]:
     """Train the recipe end to end, resuming where an earlier run of it stopped; returns the final metrics."""
     args, m = recipe.training, recipe.model
     repo = (args.resume_from_checkpoint or "").strip()
-    hub_folder = hub.find_checkpoint(recipe, repo) if hub.is_repo_id(repo) else None
-    resume = None if hub_folder else resume_point(recipe)
+    from_hub = hub.find_checkpoint(recipe, repo) if hub.is_repo_id(repo) else None
+    resume = latest_checkpoint(recipe) if from_hub else resume_point(recipe)
+    if from_hub and resume and _step(resume) >= from_hub[1]:
+        logger.info("%s is not behind %s (step %d): resuming from it", resume, repo, from_hub[1])
+        from_hub = None
     trainer = build_trainer(recipe)
-    if hub_folder:  # downloaded once the recipe and its data are known to be good
+    if from_hub:  # downloaded once the recipe and its data are known to be good
         with args.main_process_first(local=True, desc="downloading the checkpoint"):
-            resume = hub.download_checkpoint(recipe, repo, hub_folder)
+            resume = hub.download_checkpoint(recipe, repo, *from_hub)
     uploads = None
     if args.push_to_hub:
         uploads = hub.Uploads(trainer)
