@@ -1,11 +1,12 @@
 """Does pretraining pay? The genre classifier of recipes/finetune-genre.yaml fine-tuned from the pretrained masked
 LM, against the same recipe from random initialisation and against always answering the commonest genre.
 
-    python bench/finetune.py [--pretrained OUTPUT_DIR] [--out bench/out/finetune]
+    python bench/finetune.py [--pretrained OUTPUT_DIR] [--seeds 42 43 44] [--out bench/out/finetune]
 
 Without --pretrained it first trains recipes/mlm.yaml as shipped. Both classifiers run the same recipe (same steps,
 batch, schedule, tokenizer and architecture); the random one differs only in `model_name_or_path: null`. All are
-scored on the held-out plays (one per genre, never seen by the pretrained model either).
+scored on the held-out plays (one per genre, never seen by the pretrained model either), once per seed (the seed
+sets the new head's initial weights and the order of the batches; the pretrained checkpoint stays the same).
 """
 
 import argparse
@@ -60,6 +61,7 @@ def majority(pretrained: Path) -> tuple[str, dict, Counter]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pretrained", help="output folder of recipes/mlm.yaml; trained here when not given")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--out", default="bench/out/finetune")
     a = parser.parse_args()
     out = Path(a.out).resolve()
@@ -69,28 +71,38 @@ def main() -> None:
         pretrain_seconds = train(ROOT / "recipes" / "mlm.yaml", pretrained)
 
     rows = []
-    seconds = train(RECIPE, out / "from-pretrained", "--model_name_or_path", str(pretrained))
-    rows.append(("fine-tuned from the pretrained MLM", results(out / "from-pretrained"), seconds))
-    # The same recipe from random weights: a child recipe that only drops the checkpoint (keeping its tokenizer).
     scratch = out / "random-init.yaml"
     scratch.parent.mkdir(parents=True, exist_ok=True)
+    # The same recipe from random weights: a child recipe that only drops the checkpoint (keeping its tokenizer).
     scratch.write_text(f"base: {RECIPE}\nmodel_name_or_path: null\ntokenizer_name: {pretrained}\n")
-    seconds = train(scratch, out / "random-init")
-    rows.append(("same recipe, random initialisation", results(out / "random-init"), seconds))
+    arms = [
+        ("fine-tuned from the pretrained MLM", RECIPE, ["--model_name_or_path", str(pretrained)]),
+        ("same recipe, random initialisation", scratch, []),
+    ]
+    for name, recipe, flags in arms:
+        for seed in a.seeds:
+            folder = out / f"{recipe.stem}-{'pretrained' if flags else 'random'}-seed{seed}"
+            seconds = train(recipe, folder, *flags, "--seed", str(seed))
+            rows.append((name, seed, results(folder), seconds))
     genre, scores, test_counts = majority(pretrained)
-    rows.append((f"majority class ({genre})", scores, None))
 
-    steps = json.loads((out / "from-pretrained" / "trainer_state.json").read_text())["global_step"]
+    steps = json.loads((folder / "trainer_state.json").read_text())["global_step"]
     print(f"\nmachine: {describe()}")
     print(f"held-out passages per genre: {dict(sorted(test_counts.items()))} ({sum(test_counts.values())} in all)")
     if pretrain_seconds:
         print(f"pretraining recipes/mlm.yaml: {pretrain_seconds / 60:.1f} min")
-    print("| classifier | steps | accuracy | macro-F1 | wall time |")
-    print("|---|---|---|---|---|")
-    for name, r, secs in rows:
-        time_cell = f"{secs / 60:.1f} min" if secs else "-"
-        step_cell = steps if secs else "-"
-        print(f"| {name} | {step_cell} | {r['eval_accuracy']:.3f} | {r['eval_macro_f1']:.3f} | {time_cell} |")
+    print("| classifier | seed | steps | accuracy | macro-F1 | wall time |")
+    print("|---|---|---|---|---|---|")
+    for name, seed, r, secs in rows:
+        acc, f1 = r["eval_accuracy"], r["eval_macro_f1"]
+        print(f"| {name} | {seed} | {steps} | {acc:.3f} | {f1:.3f} | {secs / 60:.1f} min |")
+    for name, *_ in arms:
+        mine = [r for n, _, r, _ in rows if n == name]
+        acc, f1 = (np.array([r[k] for r in mine]) for k in ("eval_accuracy", "eval_macro_f1"))
+        sd = (lambda x: x.std(ddof=1)) if len(mine) > 1 else (lambda x: 0.0)
+        print(f"| {name}: mean ± sd | {len(mine)} seeds | {steps} | {acc.mean():.3f} ± {sd(acc):.3f} "
+              f"| {f1.mean():.3f} ± {sd(f1):.3f} | |")  # fmt: skip
+    print(f"| majority class ({genre}) | - | - | {scores['eval_accuracy']:.3f} | {scores['eval_macro_f1']:.3f} | - |")
 
 
 if __name__ == "__main__":

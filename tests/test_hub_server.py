@@ -160,17 +160,22 @@ def test_background_upload_with_ignore_and_delete_patterns(hub, tmp_path):
     assert (last.added, last.oid) == (["keep.txt"], out["file"])
 
 
+def create_upload_download(folder: Path) -> str:
+    """Client code that tries the three calls a run makes, recording each one's outcome."""
+    return f"""
+        attempt("create", lambda: api.create_repo("run", exist_ok=True))
+        attempt("upload", lambda: api.upload_folder(repo_id="tester/run", folder_path={str(folder)!r}))
+        attempt("download", lambda: snapshot_download("tester/run"))
+        """
+
+
 @pytest.mark.parametrize("token", ["hf_not_the_token", ""])
 def test_a_wrong_or_missing_token_is_an_http_401(hub, tmp_path, token):
     folder = write(tmp_path / "out", {"config.json": b"{}"})
     out = client(
         hub,
         tmp_path,
-        f"""
-        attempt("create", lambda: api.create_repo("run", exist_ok=True))
-        attempt("upload", lambda: api.upload_folder(repo_id="tester/run", folder_path={str(folder)!r}))
-        attempt("download", lambda: snapshot_download("tester/run"))
-        """,
+        create_upload_download(folder),
         token=token,
     )
     for name, url in [("create", "/api/repos/create"), ("upload", "/api/models/tester/run/preupload/main"),
@@ -214,11 +219,7 @@ def test_a_stopped_hub_is_a_refused_connection(hub, tmp_path):
     out = client(
         hub,
         tmp_path,
-        f"""
-        attempt("create", lambda: api.create_repo("run", exist_ok=True))
-        attempt("upload", lambda: api.upload_folder(repo_id="tester/run", folder_path={str(folder)!r}))
-        attempt("download", lambda: snapshot_download("tester/run"))
-        """,
+        create_upload_download(folder),
     )
     for name, kind, waits in [("create", "httpx2.ConnectError", []), ("upload", "httpx2.ConnectError", WAITS),
                               ("download", "huggingface_hub.errors.LocalEntryNotFoundError", [])]:  # fmt: skip

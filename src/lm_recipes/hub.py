@@ -25,8 +25,9 @@ from .recipe import Recipe, RecipeError
 
 logger = logging.getLogger(__name__)
 
-# Errors of a request to the Hub: HTTP status errors, and the transport errors of the HTTP library this
-# huggingface_hub uses (its base class is that library's HTTPError), and OSError (offline mode, refused connection).
+# Errors of a request to the Hub: HTTP status errors; the transport errors (a refused connection, a timeout) of the
+# HTTP library this huggingface_hub uses, whose HTTPError is HfHubHTTPError's base; and OSError (offline mode, a
+# file missing from the local cache).
 HUB_ERRORS = (HfHubHTTPError, HfHubHTTPError.__bases__[0], OSError)
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _TEMPLATE = Path(__file__).parent / "templates" / "modelcard.md"
