@@ -135,18 +135,18 @@ def build_trainer(recipe: Recipe) -> LMTrainer:
         tokenizer = tokenizers.build(
             recipe.tokenizer, m, texts["train"], d.text_column, m.max_position_embeddings, d.cache_dir
         )
-        if classify and tokenizer.pad_token is None:
-            if tokenizer.eos_token is None:
-                raise RecipeError("the tokenizer has neither a padding nor an end-of-text token to pad batches with")
-            logger.info(
-                "The tokenizer has no padding token: padding with its %s, as GPT-2 classifiers do", tokenizer.eos_token
-            )
-            tokenizer.pad_token = tokenizer.eos_token
+        compute_metrics = None
         if classify:
+            if tokenizer.pad_token is None:
+                if tokenizer.eos_token is None:
+                    raise RecipeError("the tokenizer has neither a padding nor an end-of-text token to pad with")
+                logger.info("The tokenizer has no padding token: padding with %s, as GPT-2 classifiers do",
+                            tokenizer.eos_token)  # fmt: skip
+                tokenizer.pad_token = tokenizer.eos_token
             blocks = data.build_examples(texts, tokenizer, d, args.seed)
+            compute_metrics = tasks.classification_metrics()
         else:
             blocks = data.build_blocks(texts, tokenizer, d, m.objective)
-        compute_metrics = tasks.classification_metrics() if classify else None
     model = models.build(m, tokenizer, labels)
     if m.model_name_or_path:
         # The checkpoint decides these keys: the printed and saved recipe says what really runs.
