@@ -62,7 +62,8 @@ def test_rerun_resumes_from_the_last_checkpoint_and_reuses_the_cache(train):
     state = again.state()
     assert state["global_step"] == 16
     steps = [h["step"] for h in state["log_history"] if "loss" in h]
-    assert steps == sorted(steps) and steps[-1] == 15 and 10 in steps  # one history, continued
+    # One history, continued; step 16 saves the end of the run, so the divergence guard logs it before the save.
+    assert steps == [5, 10, 15, 16]
     assert "Reusing the tokenizer" in again.out
     assert "Tokenizing" not in again.out  # datasets shows this progress bar only when it tokenizes
 

@@ -122,9 +122,61 @@ class ModelArguments:
 
 
 @dataclass
+class WatchArguments:
+    """What a run shows while it trains (metrics, samples, throughput) and when it stops itself."""
+
+    token_accuracy: bool = field(
+        default=True,
+        metadata={"help": "mlm/clm: masked-/next-token accuracy at each evaluation, from argmax predictions."},
+    )
+    log_throughput: bool = field(
+        default=True, metadata={"help": "Log tokens per second (per device and in total), and MFU on GPUs."}
+    )
+    peak_tflops: float | None = field(
+        default=None,
+        metadata={"help": "Dense peak TFLOP/s of one device in the training dtype, for MFU; none: looked up "
+                  "from the GPU's name (no MFU on CPU or an unknown GPU)."},
+    )  # fmt: skip
+    log_weight_norm: bool = field(default=True, metadata={"help": "Log the L2 norm of all parameters."})
+    samples: list[str] = field(
+        default_factory=list,
+        metadata={"help": "At each evaluation: clm completes these prompts, mlm fills the [MASK] in these sentences."},
+    )
+    sample_strategy: Literal["greedy", "top_k"] = field(
+        default="top_k", metadata={"help": "clm samples: greedy decoding, or top-k sampling (seeded by `seed`)."}
+    )
+    sample_top_k: int = field(default=50, metadata={"help": "clm top_k sampling: tokens drawn among, per step."})
+    sample_temperature: float = field(default=1.0, metadata={"help": "clm top_k sampling: softmax temperature."})
+    sample_max_new_tokens: int = field(default=30, metadata={"help": "clm samples: tokens generated per prompt."})
+    fill_mask_candidates: int = field(default=5, metadata={"help": "mlm samples: candidates shown per [MASK]."})
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without a better metric_for_best_model (eval loss); "
+                  "needs load_best_model_at_end: true. none: never stop early."},
+    )  # fmt: skip
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "Smallest improvement of the metric that counts as better."}
+    )
+    divergence_guard: bool = field(
+        default=True, metadata={"help": "Stop the run when the training loss or gradient norm is NaN/inf."}
+    )
+    divergence_threshold: float | None = field(
+        default=2.0,
+        metadata={"help": "Also stop when the logged training loss rises this many nats above its lowest value "
+                  "so far (a spike); none: stop on NaN/inf only."},
+    )  # fmt: skip
+    plots: bool = field(default=True, metadata={"help": "Write output_dir/training.png at the end of the run."})
+
+
+@dataclass
 class TrainingArguments(HfTrainingArguments):
     """The Trainer's own arguments, plus the precision to pick for the hardware."""
 
+    report_to: None | str | list[str] = field(
+        default="auto",
+        metadata={"help": "Loggers (tensorboard, trackio, wandb, mlflow, ...), all, or none; auto: tensorboard when "
+                  "installed (event files under output_dir/runs), else none."},
+    )  # fmt: skip
     precision: Literal["auto", "bf16", "fp16", "fp32"] = field(
         default="auto",
         metadata={"help": "auto: bf16 where the GPU supports it, else fp16 on CUDA, fp32 on CPU."},
@@ -132,7 +184,11 @@ class TrainingArguments(HfTrainingArguments):
 
     def __post_init__(self):
         # Keys resolved for this machine below are saved as given, so a saved recipe still fits another machine.
-        self.as_given = {k: getattr(self, k) for k in ("use_cpu", "bf16", "fp16", "dataloader_pin_memory")}
+        self.as_given = {
+            k: getattr(self, k) for k in ("use_cpu", "bf16", "fp16", "dataloader_pin_memory", "report_to")
+        }
+        if self.report_to in ("auto", ["auto"]):
+            self.report_to = "tensorboard" if _has_tensorboard() else "none"
         if not self.use_cpu and not _has_accelerator():
             # Say so explicitly: under `accelerate launch --multi_gpu` on a machine without one, transformers
             # only sets up its CPU process group (gloo) when use_cpu is set.
@@ -152,6 +208,12 @@ class TrainingArguments(HfTrainingArguments):
     def __getstate__(self):
         # The Trainer pickles its arguments into training_args.bin beside the model, which is pushed with it.
         return {**self.__dict__, "hub_token": None}
+
+
+def _has_tensorboard() -> bool:
+    from transformers.integrations import is_tensorboard_available
+
+    return is_tensorboard_available()
 
 
 def _has_cuda() -> bool:

@@ -9,10 +9,13 @@ import datasets
 import transformers
 from accelerate import PartialState
 
-from . import hub, training
+from . import callbacks, hub, training
 from . import recipe as recipes
 
-USAGE = "usage: train.py RECIPE.yaml [--key value ...]   (train.py RECIPE.yaml --help lists every key)"
+USAGE = (
+    "usage: train.py RECIPE.yaml [--key value ...] [--plan]   (--help lists every key; --plan prints the run's "
+    "numbers and draws its learning-rate schedule without training)"
+)
 
 
 def setup_logging(args: transformers.TrainingArguments) -> None:
@@ -33,16 +36,24 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         recipes.print_help()
         return 0
+    plan = "--plan" in argv
+    argv = [a for a in argv if a != "--plan"]
     try:
         recipe = recipes.load(argv)
         setup_logging(recipe.training)
-        training.run(recipe)
+        if plan:
+            print("\n".join(training.show_plan(recipe)))
+        else:
+            training.run(recipe)
     except recipes.RecipeError as e:
         print(f"error: the recipe cannot run:\n{e}\n{USAGE}", file=sys.stderr)
         return 2
     except hub.PushError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except callbacks.Diverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 4
     finally:
         # Leave the process group cleanly: a process that exits while its peers still tear down can abort.
         if PartialState._shared_state:

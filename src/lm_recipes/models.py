@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
-from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
 
 from .arguments import ModelArguments
 from .recipe import RecipeError
-from .tasks import CONFIGS, TASKS
+from .tasks import CONFIGS, TASKS, objective_of
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,11 @@ def build(
     else:
         model = task.model_classes[args.resolved_model_type](config_for(args, tokenizer, labels))
         logger.info("Built %s from scratch", type(model).__name__)
+    if args.objective == "clm" and LOSS_MAPPING.get(model.loss_type) is not ForCausalLMLoss:
+        # GPT2LMHeadModel's name maps to no loss_type in transformers 5, so the Trainer does not know its loss shifts
+        # the labels: it counts B x T tokens per batch where B x (T - 1) are predicted, and every logged loss (and the
+        # gradients) came out (T - 1) / T of the true mean. Naming the loss the model computes anyway fixes the count.
+        model.loss_type = "ForCausalLM"
     if not loss_honours_num_items(model, per_sequence=args.objective == "classification"):
         # The Trainer passes `num_items_in_batch` to any model whose forward takes **kwargs and then skips its own
         # division by gradient_accumulation_steps. transformers 5's BertForMaskedLM takes the kwargs but averages
@@ -88,6 +95,27 @@ def build(
         # accepts_loss_kwargs=False is the Trainer's own switch back to dividing.
         model.accepts_loss_kwargs = False
     return model
+
+
+def load_checkpoint(path: str) -> tuple[PreTrainedModel, str]:
+    """(model, objective) of an mlm or clm checkpoint (a run's output_dir, a checkpoint-N folder or a Hub id), for the
+    scripts that use one; RecipeError naming CHECKPOINT for anything else."""
+    fix = "pass the output folder or a checkpoint-N folder of an mlm or clm run"
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        where = "has no config.json" if Path(path).is_dir() else f"is not a folder or Hub model id ({e})"
+        raise RecipeError(f"CHECKPOINT: {path} {where}; {fix}") from None
+    objective = objective_of(config)
+    if objective is None:
+        held = ", ".join(config.architectures or []) or "a model of no named architecture"
+        raise RecipeError(f"CHECKPOINT: {path} holds {held}, not a masked or causal language model; {fix}")
+    try:
+        model = TASKS[objective].auto_class.from_pretrained(path)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise RecipeError(f"CHECKPOINT: cannot load the {objective} model in {path} ({e})") from None
+    device = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else "cpu"
+    return model.to(device).eval(), objective
 
 
 def sizes(model: PreTrainedModel) -> dict:

@@ -24,6 +24,7 @@ from .arguments import (
     ModelArguments,
     TokenizerArguments,
     TrainingArguments,
+    WatchArguments,
 )
 
 
@@ -41,6 +42,7 @@ class Recipe:
     data: DataArguments
     model: ModelArguments
     training: TrainingArguments
+    watch: WatchArguments
 
     def flat(self) -> dict:
         """The resolved recipe as flat keys, secrets redacted: what is printed and saved."""
@@ -48,6 +50,7 @@ class Recipe:
         for part in (self.tokenizer, self.data, self.model):
             out.update(asdict(part))
         out.update(self.training.to_dict())
+        out.update(asdict(self.watch))
         out.update(self.training.as_given)
         return out
 
@@ -65,7 +68,7 @@ class Recipe:
         return keep
 
 
-DATACLASSES = (TokenizerArguments, DataArguments, ModelArguments, TrainingArguments)
+DATACLASSES = (TokenizerArguments, DataArguments, ModelArguments, TrainingArguments, WatchArguments)
 
 
 _ARGPARSE_PREFIX = re.compile(r"^argument --(\w+)(?:/--[\w-]+)*:")
@@ -179,10 +182,10 @@ def load(argv: list[str]) -> Recipe:
         except RecipeError as e:
             problems.append(_ARGPARSE_PREFIX.sub(r"\1:", e.problems[0]))
     try:
-        tok, data, model, training = parser.parse_args_into_dataclasses(args=good)
+        tok, data, model, training, watch = parser.parse_args_into_dataclasses(args=good)
     except (ValueError, RecipeError) as e:
         raise RecipeError([*problems, str(e).strip()]) from None
-    recipe = Recipe(tok, data, model, training)
+    recipe = Recipe(tok, data, model, training, watch)
     problems += check(recipe)
     if problems:
         raise RecipeError(problems)
@@ -192,7 +195,7 @@ def load(argv: list[str]) -> Recipe:
 def check(recipe: Recipe) -> list[str]:
     """Problems across keys, found before anything is loaded or written."""
     t, d, m = recipe.tokenizer, recipe.data, recipe.model
-    problems = []
+    problems = check_watch(recipe)
     if m.objective is None:
         problems.append(
             "objective: missing; set `objective: mlm` (BERT), `objective: clm` (GPT-2) or `objective: classification`"
@@ -252,6 +255,36 @@ def check(recipe: Recipe) -> list[str]:
         problems.append(f"passage_lines: {d.passage_lines} must be at least 1 line")
     if d.genres and not d.uses_embedded_corpus():
         problems.append("genres: picks plays of the embedded corpus only; drop it, or drop dataset_name/train_files")
+    return problems
+
+
+def check_watch(recipe: Recipe) -> list[str]:
+    """Problems of the keys that watch a run: samples, early stopping, the divergence guard."""
+    w, m, a = recipe.watch, recipe.model, recipe.training
+    problems = []
+    if w.samples and m.objective == "mlm" and not m.model_name_or_path:
+        # A checkpoint's mask token is known once its tokenizer is loaded; training.build_trainer checks those.
+        bad = [s for s in w.samples if s.count("[MASK]") != 1]
+        if bad:
+            problems.append(f"samples: each mlm sentence needs exactly one [MASK] to fill; {bad[0]!r} has "
+                            f"{bad[0].count('[MASK]')}")  # fmt: skip
+    for key in ("sample_top_k", "sample_max_new_tokens", "fill_mask_candidates"):
+        if getattr(w, key) < 1:
+            problems.append(f"{key}: {getattr(w, key)} must be at least 1")
+    if w.sample_temperature <= 0:
+        problems.append(f"sample_temperature: {w.sample_temperature} must be above 0; use sample_strategy: greedy")
+    if w.divergence_threshold is not None and w.divergence_threshold <= 0:
+        problems.append(f"divergence_threshold: {w.divergence_threshold} nats must be above 0; null turns it off")
+    if w.early_stopping_patience is not None:
+        if w.early_stopping_patience < 1:
+            problems.append(f"early_stopping_patience: {w.early_stopping_patience} must be at least 1 evaluation")
+        if a.eval_strategy == "no":
+            problems.append("early_stopping_patience: needs evaluations; set eval_strategy: steps and eval_steps")
+        if not a.load_best_model_at_end:
+            problems.append(
+                "early_stopping_patience: needs load_best_model_at_end: true (the run keeps the best checkpoint, "
+                "with save_strategy and save_steps matching the evaluations)"
+            )
     return problems
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from importlib import resources
 
@@ -22,6 +23,7 @@ from transformers import (
     GPT2LMHeadModel,
     PreTrainedTokenizerBase,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 CONFIGS = {"bert": BertConfig, "gpt2": GPT2Config}
 
@@ -61,6 +63,14 @@ def collator(
     )
 
 
+def perplexity(loss: float) -> float:
+    """exp(loss), or inf where that would overflow a float."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float("inf")
+
+
 def load_metric(name: str) -> evaluate.EvaluationModule:
     """One of the `evaluate` modules shipped in lm_recipes/metrics, loaded by path: no Hub download."""
     with resources.as_file(resources.files(__package__) / "metrics" / name) as path:
@@ -80,3 +90,38 @@ def classification_metrics():
         }
 
     return compute
+
+
+def argmax_logits(logits, labels):
+    """preprocess_logits_for_metrics: keep each position's predicted token id, not its vocabulary-sized logits,
+    so evaluation holds one integer per token instead of vocab_size floats."""
+    if isinstance(logits, tuple):  # (logits, past_key_values, ...) from models that return more
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def token_accuracy(objective: str):
+    """compute_metrics for mlm/clm: the fraction of scored tokens whose argmax prediction is right. mlm scores the
+    masked positions; clm predicts token t+1 at position t (the labels are shifted as the model's loss shifts them).
+    Positions labelled -100 (unmasked, padding) do not count."""
+    accuracy = load_metric("accuracy")
+
+    def compute(prediction: EvalPrediction) -> dict[str, float]:
+        predicted, labels = prediction.predictions, prediction.label_ids
+        if objective == "clm":
+            predicted, labels = predicted[:, :-1], labels[:, 1:]
+        scored = labels != -100
+        return accuracy.compute(predictions=predicted[scored], references=labels[scored])
+
+    return compute
+
+
+def objective_of(config) -> str | None:
+    """mlm or clm: the objective a checkpoint was trained for, by the class its config names (a BERT config
+    also fits a causal LM head, so the architecture decides); None for a classifier or another head."""
+    names = {"mlm": MODEL_FOR_MASKED_LM_MAPPING_NAMES, "clm": MODEL_FOR_CAUSAL_LM_MAPPING_NAMES}
+    architecture = config.architectures[0] if config.architectures else None
+    for objective, classes in names.items():
+        if config.model_type in classes and architecture in (None, classes[config.model_type]):
+            return objective
+    return None

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 from pathlib import Path
 
-from transformers import Trainer, TrainerState, set_seed
+from transformers import EarlyStoppingCallback, Trainer, TrainerState, set_seed
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
-from . import data, hub, models, tasks
+from . import callbacks, data, hub, models, planning, plots, tasks
 from . import recipe as recipes
+from . import samples as sampling
 from . import tokenizer as tokenizers
 from .recipe import Recipe, RecipeError
 
@@ -22,20 +22,31 @@ FRESH = {"false", "no", "never"}
 LAST = {"true", "last"}
 
 
-def perplexity(loss: float) -> float:
-    """exp(loss), or inf where that would overflow a float."""
-    try:
-        return math.exp(loss)
-    except OverflowError:
-        return float("inf")
-
-
 class LMTrainer(Trainer):
-    """The Trainer of one recipe: perplexity logged beside every language-modelling loss."""
+    """The Trainer of one recipe: perplexity beside every language-modelling loss, the watchers' values in each
+    training log, and MLM evaluation masks drawn at a fixed seed."""
 
     def __init__(self, *args, recipe: Recipe, **kwargs):
         self.recipe = recipe
+        self.tokens_processed = 0  # by training_step on this process, padding included: for throughput
         super().__init__(*args, **kwargs)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.tokens_processed += inputs["input_ids"].numel()  # shape only: no device sync
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def evaluate(self, *args, **kwargs) -> dict[str, float]:
+        """MLM: every evaluation masks the same tokens (a collator seeded with `seed`), so eval losses compare
+        across steps and with scripts/evaluate.py; training masks keep drawing from the global RNG."""
+        if self.recipe.model.objective != "mlm":
+            return super().evaluate(*args, **kwargs)
+        training_collator = self.data_collator
+        probability = self.recipe.data.mlm_probability
+        self.data_collator = tasks.collator("mlm", self.processing_class, probability, seed=self.args.seed)
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self.data_collator = training_collator
 
     def create_model_card(self, **kwargs) -> None:
         """The card of lm-recipes (what was trained, on what, with which recipe and results), not the Trainer's."""
@@ -43,10 +54,14 @@ class LMTrainer(Trainer):
             hub.write_model_card(self, self.recipe)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log (evaluation logs have eval_loss)
+            for callback in self.callback_handler.callbacks:
+                if isinstance(callback, callbacks.Watcher):
+                    logs.update(callback.training_logs())
         if self.recipe.model.objective != "classification":
             for key, name in (("loss", "perplexity"), ("eval_loss", "eval_perplexity")):
                 if key in logs:
-                    logs[name] = perplexity(logs[key])
+                    logs[name] = tasks.perplexity(logs[key])
         super().log(logs, start_time)
 
 
@@ -86,40 +101,6 @@ def _step(checkpoint: str) -> int:
     return int(Path(checkpoint).name.rsplit("-", 1)[-1])
 
 
-def plan(recipe: Recipe, train_size: int, n_params: int) -> list[str]:
-    """The derived numbers of a run, as lines to print at start."""
-    a, block = recipe.training, recipe.data.block_size
-    per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size
-    if a.max_steps > 0:
-        steps = a.max_steps
-    else:
-        batches = math.ceil(train_size / (a.per_device_train_batch_size * a.world_size))
-        steps = math.ceil(batches / a.gradient_accumulation_steps * a.num_train_epochs)
-    batch = (
-        f"global batch: {per_step} sequences = {a.per_device_train_batch_size} per device x "
-        f"{a.gradient_accumulation_steps} accumulation steps x {a.world_size} processes"
-    )
-    epochs = steps * per_step / max(train_size, 1)
-    if recipe.model.objective == "classification":
-        data_lines = [
-            f"training examples: {train_size:,} of at most {block} tokens",
-            batch,
-            f"optimizer steps: {steps:,}; examples seen: {steps * per_step:,} ({epochs:.2f} epochs)",
-        ]
-    else:
-        data_lines = [
-            f"training blocks: {train_size:,} of {block} tokens = {train_size * block:,} tokens",
-            batch,
-            f"tokens per optimizer step: {per_step * block:,}",
-            f"optimizer steps: {steps:,}; tokens seen: {steps * per_step * block:,} ({epochs:.2f} epochs)",
-        ]
-    return [
-        f"parameters: {n_params:,}",
-        *data_lines,
-        f"precision: {'bf16' if a.bf16 else 'fp16' if a.fp16 else 'fp32'} on {a.device.type}",
-    ]
-
-
 def build_trainer(recipe: Recipe) -> LMTrainer:
     """Data, tokenizer and model for the recipe, in a Trainer ready to train or evaluate. Writes nothing but the
     datasets and tokenizer caches; raises RecipeError for data or a model that does not fit the recipe."""
@@ -147,6 +128,9 @@ def build_trainer(recipe: Recipe) -> LMTrainer:
             compute_metrics = tasks.classification_metrics()
         else:
             blocks = data.build_blocks(texts, tokenizer, d, m.objective)
+    w = recipe.watch
+    if w.samples and m.objective == "mlm" and (problem := sampling.mask_problem(tokenizer, w.samples)):
+        raise RecipeError(f"samples: {problem}")
     model = models.build(m, tokenizer, labels)
     if m.model_name_or_path:
         # The checkpoint decides these keys: the printed and saved recipe says what really runs.
@@ -164,8 +148,11 @@ def build_trainer(recipe: Recipe) -> LMTrainer:
             "eval_strategy asks for evaluation but there is no validation data; "
             "set validation_files, validation_split_percentage > 0, or eval_strategy: 'no'"
         )
+    token_accuracy = w.token_accuracy and not classify
+    if token_accuracy:
+        compute_metrics = tasks.token_accuracy(m.objective)
     try:
-        return LMTrainer(
+        trainer = LMTrainer(
             model=model,
             args=args,
             data_collator=tasks.collator(
@@ -175,6 +162,7 @@ def build_trainer(recipe: Recipe) -> LMTrainer:
             eval_dataset=blocks.get("validation"),
             processing_class=tokenizer,
             compute_metrics=compute_metrics,
+            preprocess_logits_for_metrics=tasks.argmax_logits if token_accuracy else None,
             recipe=recipe,
         )
     except hub.HUB_ERRORS as e:
@@ -185,6 +173,38 @@ def build_trainer(recipe: Recipe) -> LMTrainer:
             f"({hub.describe(e, args.hub_token)}); check hub_model_id, the token (hub_token, HF_TOKEN or "
             f"`hf auth login`) and the network, or set push_to_hub: false"
         ) from None
+    attach_watchers(trainer, recipe)
+    return trainer
+
+
+def attach_watchers(trainer: LMTrainer, recipe: Recipe) -> None:
+    """The recipe's watchers as Trainer callbacks. The guard goes first: it forces a log at each step that saves
+    or evaluates, which the throughput window then closes on."""
+    w, objective = recipe.watch, recipe.model.objective
+    trainer.add_callback(callbacks.RecipeLearningRate())
+    if w.divergence_guard:
+        classes = trainer.model.config.num_labels if objective == "classification" else len(trainer.processing_class)
+        trainer.add_callback(callbacks.DivergenceGuard(trainer, w.divergence_threshold, classes))
+    if w.log_throughput:
+        trainer.add_callback(callbacks.Throughput(trainer, recipe.data.block_size, w.peak_tflops))
+    if w.log_weight_norm:
+        trainer.add_callback(callbacks.WeightNorm(trainer))
+    if w.samples and objective == "classification":
+        logger.warning("samples: a classifier has nothing to complete or fill; the %d samples are not drawn",
+                       len(w.samples))  # fmt: skip
+    elif w.samples:
+        trainer.add_callback(callbacks.Samples(trainer, w, objective))
+    if w.early_stopping_patience is not None:
+        trainer.add_callback(EarlyStoppingCallback(w.early_stopping_patience, w.early_stopping_threshold))
+
+
+def show_plan(recipe: Recipe) -> list[str]:
+    """`train.py RECIPE --plan`: the run's numbers and learning-rate schedule, from the same data, tokenizer and
+    model the run would use; trains nothing, pushes nothing. Raises as the run would for an output_dir of another
+    recipe."""
+    latest_checkpoint(recipe)
+    recipe.training.push_to_hub = False  # the Trainer would create the Hub repo as it starts
+    return planning.show(build_trainer(recipe), recipe)
 
 
 def run(recipe: Recipe) -> dict[str, float]:
@@ -205,13 +225,13 @@ def run(recipe: Recipe) -> dict[str, float]:
         uploads = hub.Uploads(trainer)
         trainer.add_callback(uploads)
     logger.info("resolved recipe:\n%s", recipes.dump(recipe))
-    for line in plan(recipe, len(trainer.train_dataset), trainer.model.num_parameters()):
+    for line in planning.lines(recipe, len(trainer.train_dataset), trainer.model):
         logger.info(line)
 
     # Everything is known to be valid: from here on the run writes.
     if args.should_save:
         if resume is None:
-            _clear_checkpoints(args.output_dir)
+            _clear_run(args.output_dir)
         recipes.save(recipe, args.output_dir)
     metrics = _train(trainer, resume)
     if not args.push_to_hub:  # with it, save_model would push at once; the final push below saves the model first
@@ -219,11 +239,14 @@ def run(recipe: Recipe) -> dict[str, float]:
     if trainer.eval_dataset is not None:
         eval_metrics = trainer.evaluate()
         if m.objective != "classification":
-            eval_metrics["eval_perplexity"] = perplexity(eval_metrics["eval_loss"])
+            eval_metrics["eval_perplexity"] = tasks.perplexity(eval_metrics["eval_loss"])
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     trainer.save_state()
+    callbacks.close_writers(trainer)
+    if args.should_save and recipe.watch.plots:
+        logger.info("Plots of the run: %s", plots.plot_run(args.output_dir))
     if args.push_to_hub:
         hub.finish(trainer, uploads)  # writes the model card too
     elif args.should_save:
@@ -249,10 +272,12 @@ def _train(trainer: LMTrainer, resume: str | None) -> dict[str, float]:
     return dict(result.metrics)
 
 
-def _clear_checkpoints(output_dir: str) -> None:
+def _clear_run(output_dir: str) -> None:
+    """Starting fresh: the checkpoints and samples of an earlier run in output_dir go."""
     out = Path(output_dir)
     if not out.is_dir():
         return
     for ckpt in sorted(p for p in out.glob("checkpoint-*") if p.is_dir()):
         logger.info("Starting fresh: removing %s", ckpt)
         shutil.rmtree(ckpt)
+    (out / callbacks.SAMPLES_FILE).unlink(missing_ok=True)

@@ -1,0 +1,262 @@
+"""scripts/evaluate.py: the perplexity of a trained checkpoint, checked against Trainer.evaluate on the same blocks."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from datasets import DatasetDict
+from pytest import approx
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    BertConfig,
+    BertForSequenceClassification,
+    Trainer,
+    TrainingArguments,
+)
+
+from conftest import ROOT, TINY, TRAIN
+from lm_recipes import data, evaluation, tasks
+from lm_recipes import recipe as recipes
+from lm_recipes import tokenizer as tokenizers
+
+EVALUATE = ROOT / "scripts" / "evaluate.py"
+AUTO = {"mlm": AutoModelForMaskedLM, "clm": AutoModelForCausalLM}
+COMMON = {"checkpoint", "objective", "split", "data", "recipe", "loss", "perplexity", "accuracy", "tokens", "blocks",
+          "block_size", "loss_averaging"}  # fmt: skip
+KEYS = {"clm": COMMON | {"stride", "windows"}, "mlm": COMMON | {"seed", "mlm_probability", "batch_size"}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread(env):
+    """The tiny models gain nothing from a second thread, and on a busy 2-core machine two threads mostly wait on
+    each other (a 60-step run went from 1.4 s to over a minute): one thread here and in the scripts run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield {**env, "OMP_NUM_THREADS": "1"}
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def runs(one_thread, tmp_path_factory):
+    """{objective: output folder} of a 60-step tiny pretraining run each (block_size 64, max_eval_samples 32)."""
+    out = {}
+    for objective in ("clm", "mlm"):
+        folder = tmp_path_factory.mktemp(f"run-{objective}")
+        cmd = [sys.executable, str(TRAIN), str(ROOT / f"recipes/{objective}.yaml"), *TINY, "--output_dir", str(folder),
+               "--max_steps", "60", "--eval_strategy", "no", "--save_strategy", "no"]  # fmt: skip
+        subprocess.run(cmd, env=one_thread, check=True, capture_output=True, timeout=600)
+        out[objective] = folder
+    return out
+
+
+@pytest.fixture(scope="module")
+def validation(runs, cache_dir):
+    """validation(objective) -> (folder, tokenizer, blocks, recipe): the run's validation blocks, built from its saved
+    recipe.yaml as training built them (not through evaluate.py's own parsing)."""
+    made = {}
+
+    def _get(objective):
+        if objective not in made:
+            folder = runs[objective]
+            recipe = recipes.load([str(folder / "recipe.yaml")])
+            recipe.data.cache_dir = cache_dir
+            tok = tokenizers.load(str(folder))
+            texts = data.load_texts(recipe.data, recipe.training.seed, objective)
+            split = DatasetDict(validation=texts["validation"])
+            made[objective] = folder, tok, data.build_blocks(split, tok, recipe.data, objective)["validation"], recipe
+        return made[objective]
+
+    return _get
+
+
+def trainer_eval_loss(model, tok, blocks, objective, recipe, batch_size, tmp_path) -> float:
+    """Trainer.evaluate's eval_loss on the blocks; for mlm a fresh collator, so its generator starts at the seed."""
+    args = TrainingArguments(output_dir=str(tmp_path / "trainer"), per_device_eval_batch_size=batch_size,
+                             report_to="none", use_cpu=True)  # fmt: skip
+    collate = tasks.collator(objective, tok, recipe.data.mlm_probability, seed=recipe.training.seed)
+    return Trainer(model=model, args=args, data_collator=collate, eval_dataset=blocks).evaluate()["eval_loss"]
+
+
+@pytest.mark.parametrize("batch_size", [16, 5])  # 5: the last batch has 2 blocks, weighted by them as the Trainer does
+@pytest.mark.parametrize("objective", ["clm", "mlm"])
+def test_loss_equals_trainer_evaluate(validation, tmp_path, objective, batch_size):
+    folder, tok, blocks, recipe = validation(objective)
+    model = AUTO[objective].from_pretrained(folder)
+    if objective == "clm":
+        ours = evaluation.evaluate_clm(model, blocks, None, batch_size)
+        model.loss_type = "ForCausalLM"  # the loss GPT-2 computes anyway; see the next test for why it is named
+    else:
+        ours = evaluation.evaluate_mlm(model, tok, blocks, recipe.data.mlm_probability, recipe.training.seed,
+                                       batch_size)  # fmt: skip
+    assert ours["blocks"] == len(blocks) == 32
+    trainer = trainer_eval_loss(model, tok, blocks, objective, recipe, batch_size, tmp_path)
+    assert trainer == approx(ours["loss"], rel=1e-5)
+
+
+def test_the_trainer_divides_gpt2_loss_by_every_label(validation, tmp_path):
+    """transformers 5.23 leaves GPT2LMHeadModel.loss_type None (the class name matches no loss), so the Trainer does
+    not know the model shifts labels: it divides each batch's summed loss by all B x block_size labels, not the
+    B x (block_size - 1) tokens predicted. A run's eval_loss is then evaluate.py's loss x 63/64 at block_size 64."""
+    folder, tok, blocks, recipe = validation("clm")
+    model = AUTO["clm"].from_pretrained(folder)
+    ours = evaluation.evaluate_clm(model, blocks, None, 16)["loss"]
+    block = recipe.data.block_size
+    scale = 1.0 if model.loss_type else (block - 1) / block  # 1.0 once transformers names the loss
+    assert trainer_eval_loss(model, tok, blocks, "clm", recipe, 16, tmp_path) == approx(ours * scale, rel=1e-5)
+
+
+def guide_scored_tokens(n: int, block: int, stride: int) -> int:
+    """Tokens scored by the windows of the transformers perplexity guide over a stream of n tokens: each window
+    scores the tokens past the previous window's end, except its first token when no earlier token is in it."""
+    scored, reached = 0, 0
+    for begin in range(0, n, stride):
+        end = min(begin + block, n)
+        scored += end - reached - (begin == reached)
+        reached = end
+        if end == n:
+            return scored
+
+
+def test_smaller_stride_gives_more_context_and_scores_each_token_once(validation):
+    folder, _, blocks, recipe = validation("clm")
+    model = AUTO["clm"].from_pretrained(folder)
+    block, n = recipe.data.block_size, len(blocks) * recipe.data.block_size
+    full, half = (evaluation.evaluate_clm(model, blocks, stride, 16) for stride in (block, block // 2))
+    assert full["tokens"] == guide_scored_tokens(n, block, block) == len(blocks) * (block - 1)
+    assert half["tokens"] == guide_scored_tokens(n, block, block // 2) == n - 1
+    assert (full["windows"], half["windows"]) == (len(blocks), 2 * len(blocks) - 1)
+    assert half["perplexity"] < full["perplexity"]
+    # A stride that leaves a short last window, padded on the right in its batch: the same as scoring it alone.
+    eight = blocks.select(range(8))
+    odd, alone = (evaluation.evaluate_clm(model, eight, 24, batch) for batch in (16, 1))
+    assert odd["tokens"] == alone["tokens"] == 8 * block - 1
+    assert odd["loss"] == approx(alone["loss"], rel=1e-6) and odd["accuracy"] == alone["accuracy"]
+
+
+@torch.no_grad()
+def test_accuracy_is_the_argmax_of_the_logits(validation):
+    for objective in ("clm", "mlm"):
+        folder, tok, blocks, recipe = validation(objective)
+        model, four = AUTO[objective].from_pretrained(folder).eval(), blocks.select(range(4))
+        ids = torch.tensor(four["input_ids"])
+        if objective == "clm":
+            ours = evaluation.evaluate_clm(model, four, None, 4)
+            out = model(input_ids=ids, labels=ids)
+            predicted, labels = out.logits[:, :-1].argmax(-1), ids[:, 1:]
+        else:
+            p, seed = recipe.data.mlm_probability, recipe.training.seed
+            ours = evaluation.evaluate_mlm(model, tok, four, p, seed, 4)
+            batch = tasks.collator("mlm", tok, p, seed=seed)([{"input_ids": row} for row in four["input_ids"]])
+            out = model(**batch)
+            keep = batch["labels"] != -100
+            predicted, labels = out.logits.argmax(-1)[keep], batch["labels"][keep]
+        assert ours["tokens"] == labels.numel()
+        assert ours["accuracy"] == (predicted == labels).sum().item() / labels.numel()
+        assert ours["loss"] == approx(out.loss.item(), rel=1e-5)
+
+
+def test_mlm_masks_are_fixed_by_the_seed(validation):
+    folder, tok, blocks, recipe = validation("mlm")
+    model = AUTO["mlm"].from_pretrained(folder)
+    first, again, other = (evaluation.evaluate_mlm(model, tok, blocks, 0.15, seed, 16) for seed in (42, 42, 7))
+    assert first == again
+    assert other["loss"] != first["loss"] and other["seed"] == 7
+
+
+def run_script(*args: str, env: dict) -> subprocess.CompletedProcess:
+    """scripts/evaluate.py in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, str(EVALUATE), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_script_scores_the_runs_own_validation_blocks(one_thread, validation):
+    folder, _, blocks, _ = validation("clm")
+    proc = run_script(str(folder), env=one_thread)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout)
+    assert json.loads((folder / "evaluation.json").read_text()) == printed
+    assert set(printed) == KEYS["clm"]
+    # From the run's recipe.yaml, not DataArguments' defaults (block_size 128, every validation block):
+    assert printed["recipe"] == str(folder / "recipe.yaml")
+    assert (printed["block_size"], printed["blocks"], printed["stride"]) == (64, len(blocks), 64)
+    assert printed["data"].startswith("the first 32 blocks of the embedded corpus, validation plays: hamlet")
+    expected = evaluation.evaluate_clm(AUTO["clm"].from_pretrained(folder), blocks, None, 16)
+    assert printed["loss"] == approx(expected["loss"], rel=1e-6) and printed["tokens"] == expected["tokens"]
+
+
+def test_mlm_and_checkpoint_folders_take_the_parent_recipe(validation, cache_dir, tmp_path, capsys):
+    folder, tok, blocks, recipe = validation("mlm")
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoint-60"  # what save_steps writes: the model and tokenizer, the recipe one folder up
+    shutil.copytree(folder, checkpoint, ignore=shutil.ignore_patterns("recipe.yaml", "evaluation.json"))
+    shutil.copy(folder / "recipe.yaml", run / "recipe.yaml")
+    output = tmp_path / "results.json"
+    assert evaluation.main([str(checkpoint), "--cache_dir", cache_dir, "--output", str(output)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(output.read_text()) and set(printed) == KEYS["mlm"]
+    assert printed["recipe"] == str(run / "recipe.yaml") and printed["objective"] == "mlm"
+    assert (printed["blocks"], printed["block_size"], printed["batch_size"], printed["seed"]) == (32, 64, 16, 42)
+    model = AUTO["mlm"].from_pretrained(folder)
+    assert printed["loss"] == approx(evaluation.evaluate_mlm(model, tok, blocks, 0.15, 42, 16)["loss"], rel=1e-6)
+    assert not (checkpoint / "evaluation.json").exists()
+
+
+def test_flags_override_the_recipe(runs):
+    checkpoint, d, e, source = evaluation.parse([str(runs["clm"])])
+    assert (checkpoint, source) == (str(runs["clm"]), str(runs["clm"] / "recipe.yaml"))
+    assert (d.block_size, d.max_eval_samples, e.seed, e.split_seed, e.batch_size) == (64, 32, 42, 42, 16)
+    argv = [str(runs["clm"]), "--block_size", "32", "--max_eval_samples", "0", "--seed", "7", "--batch_size", "4"]
+    _, d, e, _ = evaluation.parse(argv)
+    # 0 blocks means every block; the split keeps the run's seed when only the masking seed changes.
+    assert (d.block_size, d.max_eval_samples, e.seed, e.split_seed, e.batch_size) == (32, None, 7, 42, 4)
+
+
+def test_help_lists_every_option(capsys):
+    assert evaluation.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for name in ("stride", "batch_size", "seed", "split_seed", "split", "output", "block_size", "validation_plays"):
+        assert f"--{name} " in text
+    assert "CHECKPOINT/evaluation.json" in text and "checkpoint-N" in text
+
+
+def test_not_a_checkpoint_exits_2_and_writes_nothing(one_thread, tmp_path):
+    proc = run_script(str(tmp_path), env=one_thread)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert f"CHECKPOINT: {tmp_path} has no config.json; pass the output folder or a checkpoint-N folder" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "objective, flags, message",
+    [
+        ("clm", ["--stride", "0"], "stride: 0 must be from 1 to block_size (64) tokens; e.g. --stride 32"),
+        ("clm", ["--stride", "65"], "stride: 65 must be from 1 to block_size (64) tokens"),
+        ("clm", ["--block_size", "128"], "block_size: 128 tokens exceeds the model's 64 positions; use 64 or less"),
+        ("clm", ["--strid", "32"], "unknown option --strid; did you mean --stride?"),
+        ("mlm", ["--stride", "32"], "stride: slides clm windows only; drop it for an mlm checkpoint"),
+        (
+            "mlm",
+            ["--validation_plays", "hamlet2"],
+            "validation_plays: ['hamlet2'] not in the embedded corpus; choose from",
+        ),
+    ],
+)
+def test_bad_options_exit_2_and_write_nothing(runs, cache_dir, tmp_path, capsys, objective, flags, message):
+    output = tmp_path / "results.json"
+    argv = [str(runs[objective]), *flags, "--cache_dir", cache_dir, "--output", str(output)]
+    assert evaluation.main(argv) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == ""
+    assert not output.exists()
+
+
+def test_a_classifier_is_not_a_language_model(tmp_path, capsys):
+    config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    BertForSequenceClassification(config).save_pretrained(tmp_path)
+    assert evaluation.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"CHECKPOINT: {tmp_path} holds BertForSequenceClassification, not a masked or causal language model" in err
+    assert not (tmp_path / "evaluation.json").exists()
