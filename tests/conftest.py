@@ -26,6 +26,29 @@ TINY = [
 ]  # fmt: skip
 
 
+# A short pretraining run, no evaluation or checkpoints: the starting point of the fine-tuning and evaluation tests.
+PRETRAIN = [*TINY, "--max_steps", "60", "--eval_strategy", "no", "--save_strategy", "no"]
+
+
+@pytest.fixture(scope="session")
+def trained(env, tmp_path_factory):
+    """trained(objective, *flags) -> (output folder, console output) of one train.py run of recipes/OBJECTIVE.yaml,
+    made once per session for each set of flags and shared by the tests that only read it."""
+    made = {}
+
+    def _get(objective: str, *flags: str) -> tuple[Path, str]:
+        if (objective, flags) not in made:
+            out = tmp_path_factory.mktemp(f"trained-{objective}")
+            cmd = [sys.executable, str(TRAIN), str(ROOT / "recipes" / f"{objective}.yaml"), *flags, "--output_dir",
+                   str(out)]  # fmt: skip
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            made[objective, flags] = (out, proc.stdout + proc.stderr)
+        return made[objective, flags]
+
+    return _get
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> str:
     """One datasets cache for the session: the embedded corpus is tokenized once for all tests."""

@@ -18,7 +18,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from conftest import ROOT, TINY, TRAIN
+from conftest import PRETRAIN, ROOT
 from lm_recipes import data, evaluation, tasks
 from lm_recipes import recipe as recipes
 from lm_recipes import tokenizer as tokenizers
@@ -41,16 +41,9 @@ def one_thread(env):
 
 
 @pytest.fixture(scope="module")
-def runs(one_thread, tmp_path_factory):
+def runs(trained):
     """{objective: output folder} of a 60-step tiny pretraining run each (block_size 64, max_eval_samples 32)."""
-    out = {}
-    for objective in ("clm", "mlm"):
-        folder = tmp_path_factory.mktemp(f"run-{objective}")
-        cmd = [sys.executable, str(TRAIN), str(ROOT / f"recipes/{objective}.yaml"), *TINY, "--output_dir", str(folder),
-               "--max_steps", "60", "--eval_strategy", "no", "--save_strategy", "no"]  # fmt: skip
-        subprocess.run(cmd, env=one_thread, check=True, capture_output=True, timeout=600)
-        out[objective] = folder
-    return out
+    return {objective: trained(objective, *PRETRAIN)[0] for objective in ("clm", "mlm")}
 
 
 @pytest.fixture(scope="module")
@@ -121,15 +114,27 @@ def guide_scored_tokens(n: int, block: int, stride: int) -> int:
             return scored
 
 
-def test_smaller_stride_gives_more_context_and_scores_each_token_once(validation):
+@torch.no_grad()
+def test_windows_score_each_token_once_with_its_windows_context(validation):
     folder, _, blocks, recipe = validation("clm")
-    model = AUTO["clm"].from_pretrained(folder)
+    model = AUTO["clm"].from_pretrained(folder).eval()
     block, n = recipe.data.block_size, len(blocks) * recipe.data.block_size
     full, half = (evaluation.evaluate_clm(model, blocks, stride, 16) for stride in (block, block // 2))
     assert full["tokens"] == guide_scored_tokens(n, block, block) == len(blocks) * (block - 1)
     assert half["tokens"] == guide_scored_tokens(n, block, block // 2) == n - 1
     assert (full["windows"], half["windows"]) == (len(blocks), 2 * len(blocks) - 1)
-    assert half["perplexity"] < full["perplexity"]
+    # Token by token over three blocks: each window scores the tokens past the previous window's end, each from the
+    # tokens before it in that window (its first token has none and is not scored).
+    three, stride = blocks.select(range(3)), block // 2
+    stream, nll, reached = torch.tensor(three["input_ids"]).flatten(), [], 0
+    for begin in range(0, len(stream), stride):
+        end = min(begin + block, len(stream))
+        log_probs = model(input_ids=stream[None, begin:end]).logits[0].log_softmax(-1)
+        nll += [-log_probs[t - begin - 1, stream[t]].item() for t in range(max(reached, begin + 1), end)]
+        reached = end
+        if end == len(stream):
+            break
+    assert evaluation.evaluate_clm(model, three, stride, 16)["loss"] == approx(sum(nll) / len(nll), rel=1e-5)
     # A stride that leaves a short last window, padded on the right in its batch: the same as scoring it alone.
     eight = blocks.select(range(8))
     odd, alone = (evaluation.evaluate_clm(model, eight, 24, batch) for batch in (16, 1))

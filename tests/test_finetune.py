@@ -1,33 +1,20 @@
 """Reuse: continued pretraining and genre classification from a pretraining run's output, through train.py."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
 from transformers import AutoConfig, AutoTokenizer, pipeline
 
-from conftest import ROOT, TINY, TRAIN
+from conftest import PRETRAIN
 from lm_recipes import corpus
 from lm_recipes import recipe as recipes
 
 
-@pytest.fixture(scope="module")
-def pretrained(env, tmp_path_factory):
-    """pretrained(objective): the output folder of a short tiny pretraining run, made once per module."""
-    made = {}
-
-    def _get(objective: str):
-        if objective not in made:
-            out = tmp_path_factory.mktemp(f"pretrained-{objective}")
-            cmd = [sys.executable, str(TRAIN), str(ROOT / f"recipes/{objective}.yaml"), *TINY, "--output_dir",
-                   str(out), "--max_steps", "20", "--eval_strategy", "no", "--save_strategy", "no"]  # fmt: skip
-            subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
-            made[objective] = out
-        return made[objective]
-
-    return _get
+@pytest.fixture
+def pretrained(trained):
+    """pretrained(objective): the output folder of a short tiny pretraining run, shared by the session."""
+    return lambda objective: trained(objective, *PRETRAIN)[0]
 
 
 # The fine-tuning runs take the tiny pretrained model's size from its checkpoint; these keep them quick.

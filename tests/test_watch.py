@@ -13,7 +13,7 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, EvalPrediction
 
-from conftest import ROOT, TINY, TRAIN
+from conftest import ROOT, TINY
 from lm_recipes import flops, planning, tasks
 
 TRAINING_KEYS = {"loss", "perplexity", "learning_rate", "grad_norm", "weight_norm", "tokens_per_second",
@@ -27,17 +27,9 @@ def history(run) -> tuple[list[dict], list[dict]]:
 
 
 @pytest.fixture(scope="module")
-def runs(env, tmp_path_factory):
+def runs(trained):
     """One short run of each default recipe with everything on (its samples, TensorBoard), made once."""
-    made = {}
-    for objective in ("mlm", "clm"):
-        out = tmp_path_factory.mktemp(f"watch-{objective}")
-        cmd = [sys.executable, str(TRAIN), str(ROOT / f"recipes/{objective}.yaml"), *QUICK, "--output_dir", str(out),
-               "--report_to", "tensorboard"]  # fmt: skip
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        made[objective] = (out, proc.stdout + proc.stderr)
-    return made
+    return {objective: trained(objective, *QUICK, "--report_to", "tensorboard") for objective in ("mlm", "clm")}
 
 
 @pytest.mark.parametrize("objective", ["mlm", "clm"])

@@ -221,7 +221,9 @@ class Samples(TrainerCallback):
             f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, "samples": records}) + "\n")
         for callback in self.trainer.callback_handler.callbacks:
             if isinstance(callback, TEXT_LOGGERS):
-                callback.on_log(args, state, control, logs={"samples": text.replace("\n", "  \n")})
+                # Two trailing spaces end a line in the Markdown that TensorBoard renders.
+                samples = {"samples": text.replace("\n", "  \n")}
+                callback.on_log(args, state, control, model=self.trainer.model, logs=samples)
 
     def draw(self, seed: int) -> list[dict]:
         w, model, tokenizer = self.watch, self.trainer.model, self.trainer.processing_class

@@ -178,22 +178,23 @@ def build_trainer(recipe: Recipe) -> LMTrainer:
 
 
 def attach_watchers(trainer: LMTrainer, recipe: Recipe) -> None:
-    """The recipe's watchers as Trainer callbacks. The guard goes first: it forces a log at each step that saves
-    or evaluates, which the throughput window then closes on."""
+    """The recipe's watchers as Trainer callbacks, in the order their events must run: the guard forces a log at
+    each step that saves or evaluates, which the throughput window then closes on; samples are drawn before the
+    throughput window restarts after an evaluation, so their time is not counted as training."""
     w, objective = recipe.watch, recipe.model.objective
     trainer.add_callback(callbacks.RecipeLearningRate())
     if w.divergence_guard:
         classes = trainer.model.config.num_labels if objective == "classification" else len(trainer.processing_class)
         trainer.add_callback(callbacks.DivergenceGuard(trainer, w.divergence_threshold, classes))
-    if w.log_throughput:
-        trainer.add_callback(callbacks.Throughput(trainer, recipe.data.block_size, w.peak_tflops))
-    if w.log_weight_norm:
-        trainer.add_callback(callbacks.WeightNorm(trainer))
     if w.samples and objective == "classification":
         logger.warning("samples: a classifier has nothing to complete or fill; the %d samples are not drawn",
                        len(w.samples))  # fmt: skip
     elif w.samples:
         trainer.add_callback(callbacks.Samples(trainer, w, objective))
+    if w.log_throughput:
+        trainer.add_callback(callbacks.Throughput(trainer, recipe.data.block_size, w.peak_tflops))
+    if w.log_weight_norm:
+        trainer.add_callback(callbacks.WeightNorm(trainer))
     if w.early_stopping_patience is not None:
         trainer.add_callback(EarlyStoppingCallback(w.early_stopping_patience, w.early_stopping_threshold))
 
