@@ -93,6 +93,15 @@ def test_tensorboard_gets_the_metrics_and_the_samples_as_text(runs, objective):
     assert "train/samples/text_summary" in texts
 
 
+def test_event_files_stay_in_output_dir_when_a_finished_run_is_run_again(train, tmp_path):
+    flags = [*TINY, "--max_steps", "5", "--eval_steps", "5", "--save_steps", "5", "--report_to", "tensorboard"]
+    first = train("clm.yaml", *flags)
+    again = train("clm.yaml", *flags)
+    assert "nothing left to train" in again.out
+    assert not (tmp_path / "runs").exists()  # the working folder: SummaryWriter's default
+    assert len(list((first.output_dir / "runs").glob("*/events.out.tfevents.*"))) >= 2
+
+
 @pytest.mark.parametrize("objective", ["mlm", "clm"])
 def test_the_run_ends_with_a_plot(runs, objective):
     out, _ = runs[objective]

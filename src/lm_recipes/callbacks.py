@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback, WandbCallback
+from transformers.integrations.integration_utils import default_logdir
 
 from . import flops
 from . import samples as sampling
@@ -21,6 +23,14 @@ logger = logging.getLogger(__name__)
 SAMPLES_FILE = "samples.jsonl"
 # Loggers whose on_log takes a string and shows it as text (TensorBoard's add_text, a wandb text entry).
 TEXT_LOGGERS = (TensorBoardCallback, WandbCallback)
+
+
+def place_event_files(trainer) -> None:
+    """TensorBoard's event files under output_dir/runs also for an evaluation without training (a finished run
+    run again): TensorBoardCallback picks that folder only as training begins, else SummaryWriter's ./runs."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+            callback.logging_dir = os.path.join(trainer.args.output_dir, default_logdir())
 
 
 def close_writers(trainer) -> None:

@@ -182,6 +182,7 @@ def attach_watchers(trainer: LMTrainer, recipe: Recipe) -> None:
     each step that saves or evaluates, which the throughput window then closes on; samples are drawn before the
     throughput window restarts after an evaluation, so their time is not counted as training."""
     w, objective = recipe.watch, recipe.model.objective
+    callbacks.place_event_files(trainer)
     trainer.add_callback(callbacks.RecipeLearningRate())
     if w.divergence_guard:
         classes = trainer.model.config.num_labels if objective == "classification" else len(trainer.processing_class)
