@@ -25,7 +25,7 @@ from transformers import HfArgumentParser, PreTrainedModel, PreTrainedTokenizerB
 from . import data, models, tasks
 from . import tokenizer as tokenizers
 from .arguments import DataArguments
-from .recipe import RecipeError
+from .recipe import Parser, RecipeError
 
 USAGE = "evaluate.py CHECKPOINT [--key value ...]"
 DESCRIPTION = (
@@ -56,15 +56,8 @@ class EvaluateArguments:
         "JSON file for the results (they are also printed). None: CHECKPOINT/evaluation.json.")})  # fmt: skip
 
 
-class _Parser(HfArgumentParser):
-    """HfArgumentParser that raises instead of exiting, so main() reports the problem and returns 2."""
-
-    def error(self, message):
-        raise RecipeError(f"{message}; see `evaluate.py --help`")
-
-
 def build_parser() -> HfArgumentParser:
-    parser = _Parser((DataArguments, EvaluateArguments), prog="evaluate.py", usage=USAGE, description=DESCRIPTION,
+    parser = Parser((DataArguments, EvaluateArguments), prog="evaluate.py", usage=USAGE, description=DESCRIPTION,
                      allow_abbrev=False)  # fmt: skip
     parser.add_argument("checkpoint", help="Output or checkpoint-N folder of an mlm or clm run, or any folder with "
                         "a fill-mask or causal LM model and its tokenizer.")  # fmt: skip

@@ -74,15 +74,16 @@ DATACLASSES = (TokenizerArguments, DataArguments, ModelArguments, TrainingArgume
 _ARGPARSE_PREFIX = re.compile(r"^argument --(\w+)(?:/--[\w-]+)*:")
 
 
-class _Parser(HfArgumentParser):
-    """HfArgumentParser that raises instead of exiting, so every problem can be collected."""
+class Parser(HfArgumentParser):
+    """HfArgumentParser that raises RecipeError instead of exiting, so every problem can be collected and reported
+    with the command's own usage line."""
 
     def error(self, message):
         raise RecipeError(message)
 
 
 def build_parser() -> HfArgumentParser:
-    return _Parser(DATACLASSES, prog="train.py", usage="train.py RECIPE.yaml [--key value ...]")
+    return Parser(DATACLASSES, prog="train.py", usage="train.py RECIPE.yaml [--key value ...]")
 
 
 def recipe_keys() -> list[str]:

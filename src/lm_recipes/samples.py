@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, pipeline
 
+from . import models
+from . import tokenizer as tokenizers
 from .recipe import RecipeError
 
 
@@ -106,9 +108,6 @@ def describe(records: list[dict]) -> str:
 
 def load(checkpoint: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     """(model, tokenizer, objective) of an mlm or clm checkpoint folder (or Hub id); RecipeError otherwise."""
-    from . import models
-    from . import tokenizer as tokenizers
-
     model, objective = models.load_checkpoint(checkpoint)
     return model, tokenizers.load(checkpoint, key="CHECKPOINT"), objective
 
