@@ -35,7 +35,7 @@ EOS = "<|endoftext|>"
 PAD = "<|padding|>"
 GPT2_SPECIALS = {"bos_token": EOS, "eos_token": EOS, "unk_token": EOS, "pad_token": PAD}
 
-_FORMAT = 1  # bump when the way tokenizers are trained changes, to leave stale cache entries behind
+_FORMAT = 2  # bump when the way tokenizers are trained changes, to leave stale cache entries behind
 
 
 class BertTokenizerFast(BertTokenizer):
@@ -105,17 +105,7 @@ def train(args: TokenizerArguments, kind: str, texts: datasets.Dataset, text_col
             yield batch[text_column]
 
     if kind == "wordpiece":
-        tok = tokenizers.Tokenizer(models.WordPiece(unk_token=BERT_SPECIALS["unk_token"]))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=args.lowercase)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece(prefix="##")
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=args.vocab_size,
-            min_frequency=args.min_frequency,
-            special_tokens=list(BERT_SPECIALS.values()),
-            continuing_subword_prefix="##",
-        )
-        tok.train_from_iterator(batches(), trainer, length=len(texts))
+        tok = _train_wordpiece(args, batches, len(texts))
         cls, sep = BERT_SPECIALS["cls_token"], BERT_SPECIALS["sep_token"]
         tok.post_processor = processors.TemplateProcessing(
             single=f"{cls} $A {sep}",
@@ -135,6 +125,43 @@ def train(args: TokenizerArguments, kind: str, texts: datasets.Dataset, text_col
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(batches(), trainer, length=len(texts))
+    return tok
+
+
+def _wordpiece(vocab: dict[str, int] | None = None, lowercase: bool = True) -> tokenizers.Tokenizer:
+    model = models.WordPiece(vocab, unk_token=BERT_SPECIALS["unk_token"], continuing_subword_prefix="##")
+    tok = tokenizers.Tokenizer(model)
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return tok
+
+
+def _train_wordpiece(args: TokenizerArguments, batches, length: int) -> tokenizers.Tokenizer:
+    """WordPiece, the same vocabulary and ids every time for the same text and settings.
+
+    `tokenizers`' WordPiece trainer numbers each `##c` piece when it first meets it while walking a hash map of the
+    words, whose order changes from process to process; merges of equal count are then taken in an order that
+    follows those ids, so ids (and, at the vocabulary's edge, tokens) varied between runs. A first pass with no
+    room for merges lists the `##c` pieces (the trainer's own alphabet); the second pass gets them, sorted, right
+    after the special tokens, so every id it hands out is fixed. The tokenizer is then rebuilt from that vocabulary
+    with only the real special tokens.
+    """
+
+    def trainer(vocab_size: int, specials: list[str]) -> trainers.WordPieceTrainer:
+        return trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=args.min_frequency, special_tokens=specials,
+            continuing_subword_prefix="##", show_progress=vocab_size > 0,
+        )  # fmt: skip
+
+    specials = list(BERT_SPECIALS.values())
+    alphabet = _wordpiece(lowercase=args.lowercase)
+    alphabet.train_from_iterator(batches(), trainer(0, specials), length=length)
+    pieces = sorted(t for t in alphabet.get_vocab(with_added_tokens=False) if t.startswith("##"))
+    trained = _wordpiece(lowercase=args.lowercase)
+    trained.train_from_iterator(batches(), trainer(args.vocab_size, specials + pieces), length=length)
+    tok = _wordpiece(trained.get_vocab(with_added_tokens=False), args.lowercase)
+    tok.add_special_tokens(specials)
     return tok
 
 
