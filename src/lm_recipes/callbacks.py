@@ -33,6 +33,13 @@ def place_event_files(trainer) -> None:
             callback.logging_dir = os.path.join(trainer.args.output_dir, default_logdir())
 
 
+def flush_writers(trainer) -> None:
+    """Write TensorBoard's pending events to its files now (before an upload reads them)."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
+            callback.tb_writer.flush()
+
+
 def close_writers(trainer) -> None:
     """Close TensorBoard's event files: the final evaluation opened a new one after training ended, and a push or
     a reader should get them whole."""

@@ -20,6 +20,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from transformers import TrainerCallback
 from transformers.trainer_utils import HubStrategy
 
+from . import callbacks
 from . import recipe as recipes
 from .recipe import Recipe, RecipeError
 
@@ -46,12 +47,32 @@ def describe(error: BaseException, token: str | None = None) -> str:
 
 
 class Uploads(TrainerCallback):
-    """Reports each upload that failed or was skipped, as soon as the Trainer's next save reveals it."""
+    """Reports each upload that failed or was skipped, as soon as the Trainer's next save reveals it; and keeps the
+    files an upload sends unchanged while it runs.
+
+    An upload hashes each file, then sends it: a file appended in between (TensorBoard's event file, samples.jsonl)
+    fails the whole upload. So each push starts with the event files flushed, and the next log (which is what writes
+    to them, before the loggers and the samples) waits for that push to finish. Attach with `attach()`, which puts
+    this callback before the loggers.
+    """
 
     def __init__(self, trainer):
         self.trainer = trainer
         self.jobs: dict = {}  # future -> (step, "model" or "checkpoint"): what it uploads
         self.failed: dict[tuple[int, str], str] = {}  # (step, what) -> what went wrong
+
+    def attach(self) -> None:
+        # After DefaultFlowCallback, before every logger and watcher: on_log must wait before they write.
+        self.trainer.callback_handler.callbacks.insert(1, self)
+
+    def on_push_begin(self, args, state, control, **kwargs):
+        callbacks.flush_writers(self.trainer)
+
+    def on_log(self, args, state, control, **kwargs):
+        push = getattr(self.trainer, "push_in_progress", None)
+        if push is not None and not push.is_done():
+            logger.info("Hub: waiting for the upload of the last save before logging to the files it sends")
+            push.wait_until_done()
 
     def on_save(self, args, state, control, **kwargs):
         # Called right after the Trainer's _save_checkpoint, which starts (or skips) the save's uploads: the output

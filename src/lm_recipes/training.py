@@ -225,7 +225,7 @@ def run(recipe: Recipe) -> dict[str, float]:
     uploads = None
     if args.push_to_hub:
         uploads = hub.Uploads(trainer)
-        trainer.add_callback(uploads)
+        uploads.attach()
     logger.info("resolved recipe:\n%s", recipes.dump(recipe))
     for line in planning.lines(recipe, len(trainer.train_dataset), trainer.model):
         logger.info(line)
