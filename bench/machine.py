@@ -2,6 +2,7 @@
 
 import os
 import platform
+from importlib.metadata import version
 
 import torch
 
@@ -21,5 +22,6 @@ def describe() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
         f"{cpu}, {len(os.sched_getaffinity(0))} cores, {mem:.0f} GiB, {gpu}; "
-        f"Python {platform.python_version()}, torch {torch.__version__}"
+        f"Python {platform.python_version()}, torch {torch.__version__}, "
+        + ", ".join(f"{name} {version(name)}" for name in ("transformers", "tokenizers", "datasets", "accelerate"))
     )
