@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
 from pytest import approx
 from transformers import (
     AutoModelForCausalLM,
@@ -265,3 +265,41 @@ def test_a_classifier_is_not_a_language_model(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"CHECKPOINT: {tmp_path} holds BertForSequenceClassification, not a masked or causal language model" in err
     assert not (tmp_path / "evaluation.json").exists()
+
+
+def test_validation_files_are_what_is_scored(runs, cache_dir, tmp_path, capsys):
+    # The run trained on the embedded corpus; the flag names other text, which alone must be scored.
+    mine = tmp_path / "mine.txt"
+    mine.write_text("\n\n".join(["The quick brown fox jumps over the lazy dog. " * 30] * 8))
+    output = tmp_path / "mine.json"
+    argv = [str(runs["clm"]), "--validation_files", str(mine), "--max_eval_samples", "0", "--cache_dir", cache_dir,
+            "--output", str(output)]  # fmt: skip
+    assert evaluation.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["data"] == f"validation_files: {mine}"
+    tok = tokenizers.load(str(runs["clm"]))
+    # Every token of mine.txt (8 paragraphs, each followed by <|endoftext|>) in blocks of 64: nothing else.
+    paragraph = tok("The quick brown fox jumps over the lazy dog. " * 30)["input_ids"] + [tok.eos_token_id]
+    stream = paragraph * 8
+    blocks = Dataset.from_dict({"input_ids": [stream[i : i + 64] for i in range(0, len(stream) - 63, 64)]})
+    assert printed["blocks"] == len(blocks) == len(stream) // 64
+    expected = evaluation.evaluate_clm(AUTO["clm"].from_pretrained(runs["clm"]), blocks)
+    assert printed["loss"] == approx(expected["loss"], rel=1e-6)
+    embedded = evaluation.main([str(runs["clm"]), "--cache_dir", cache_dir, "--output", str(tmp_path / "e.json")])
+    assert embedded == 0 and json.loads(capsys.readouterr().out)["loss"] != printed["loss"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--dataset_name", "x/y"], "validation_files and dataset_name: both say what to score; keep one of them"),
+        (["--validation_plays", "hamlet"], "validation_files and validation_plays: both say what to score"),
+        (["--split", "train"], "validation_files: scored as the validation split; drop --split train, or the files"),
+    ],
+)
+def test_contradictory_data_flags_exit_2(runs, tmp_path, capsys, flags, message):
+    mine = tmp_path / "mine.txt"
+    mine.write_text("Some text to score.\n")
+    output = tmp_path / "out.json"
+    assert evaluation.main([str(runs["clm"]), "--validation_files", str(mine), *flags, "--output", str(output)]) == 2
+    assert message in capsys.readouterr().err and not output.exists()

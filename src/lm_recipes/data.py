@@ -119,19 +119,34 @@ def _local(args: DataArguments) -> DatasetDict:
     data_files = {"train": _expand("train_files", args.train_files)}
     if args.validation_files:
         data_files["validation"] = _expand("validation_files", args.validation_files)
+    return read_files(args, data_files)
+
+
+def load_validation_files(args: DataArguments) -> DatasetDict:
+    """{"validation"} of `validation_files` alone: text to score, whatever the training data was."""
+    raw = read_files(args, {"validation": _expand("validation_files", args.validation_files)})
+    if args.text_column not in raw["validation"].column_names:
+        raise RecipeError(f"text_column: `{args.text_column}` is not a column of validation_files; its columns are "
+                          f"{raw['validation'].column_names}")  # fmt: skip
+    return raw
+
+
+def read_files(args: DataArguments, data_files: dict[str, list[str]]) -> DatasetDict:
+    """Local files of one format (txt, json, jsonl, csv or parquet) as one split per key of `data_files`."""
+    key = "train_files" if "train" in data_files else "validation_files"
     exts = {os.path.splitext(f)[1].lower() for fs in data_files.values() for f in fs}
     unknown = exts - set(BUILDERS)
     if unknown:
-        raise RecipeError(f"train_files: cannot read {sorted(unknown)} files; use one of {sorted(BUILDERS)}")
+        raise RecipeError(f"{key}: cannot read {sorted(unknown)} files; use one of {sorted(BUILDERS)}")
     builders = {BUILDERS[e] for e in exts}
     if len(builders) > 1:
-        raise RecipeError(f"train_files: mixes {sorted(exts)} files; give files of one format per recipe")
+        raise RecipeError(f"{key}: mixes {sorted(exts)} files; give files of one format per recipe")
     builder = builders.pop()
     kwargs = {"sample_by": args.sample_by} if builder == "text" else {}
     try:
         return datasets.load_dataset(builder, data_files=data_files, cache_dir=args.cache_dir, **kwargs)
     except (ValueError, datasets.exceptions.DatasetGenerationError) as e:
-        raise RecipeError(f"train_files: could not read the files as {builder}: {e}") from None
+        raise RecipeError(f"{key}: could not read the files as {builder}: {e}") from None
 
 
 def build_blocks(

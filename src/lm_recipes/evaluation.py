@@ -99,7 +99,28 @@ def parse(argv: list[str]) -> tuple[str, DataArguments, EvaluateArguments, str |
     for key in ("max_train_samples", "max_eval_samples"):  # 0 says "every block", which a flag cannot say as None
         if getattr(data_args, key) is not None and getattr(data_args, key) < 1:
             setattr(data_args, key, None)
+    given = {a[2:].split("=")[0] for a in argv if a.startswith("--")}
+    problems = contradictions(given, eval_args)
+    if problems:
+        raise RecipeError(problems)
     return rest.checkpoint, data_args, eval_args, source
+
+
+def contradictions(given: set[str], eval_args: EvaluateArguments) -> list[str]:
+    """Data flags that name two different texts to score: refused rather than one silently winning."""
+    problems = []
+    if "validation_files" in given:
+        for other in ("dataset_name", "train_files", "validation_plays", "genres"):
+            if other in given:
+                problems.append(f"validation_files and {other}: both say what to score; keep one of them")
+        if eval_args.split == "train":
+            problems.append("validation_files: scored as the validation split; drop --split train, or the files")
+    if {"dataset_name", "train_files"} <= given:
+        problems.append("dataset_name and train_files: both name the text to score; keep one of them")
+    for key in ("validation_plays", "genres"):
+        if key in given and ({"dataset_name", "train_files"} & given):
+            problems.append(f"{key}: picks plays of the embedded corpus, not of dataset_name or train_files; drop it")
+    return problems
 
 
 def check(data_args: DataArguments, eval_args: EvaluateArguments, objective: str, positions: int) -> list[str]:
@@ -208,11 +229,11 @@ def describe(args: DataArguments, docs: Dataset, split: str, seed: int, blocks: 
     """Where the scored text came from, in a few words."""
     limit = args.max_eval_samples if split == "validation" else args.max_train_samples
     first = f"the first {blocks} blocks of " if limit == blocks else ""
+    if split == "validation" and args.validation_files:
+        return f"{first}validation_files: {', '.join(args.validation_files)}"
     if args.uses_embedded_corpus():
         plays = list(dict.fromkeys(docs["play"]))
         return f"{first}the embedded corpus, {split} plays: {', '.join(plays) if len(plays) < 10 else len(plays)}"
-    if split == "validation" and args.validation_files:
-        return f"{first}validation_files: {', '.join(args.validation_files)}"
     source = args.dataset_name or ", ".join(args.train_files)
     return f"{first}{source}, {split} split (carved with seed {seed} if the data has none)"
 
@@ -226,7 +247,10 @@ def evaluate_checkpoint(checkpoint: str, data_args: DataArguments, eval_args: Ev
         raise RecipeError(problems)
     tokenizer = tokenizers.load(str(folder), "CHECKPOINT")
     split = eval_args.split
-    texts = data.load_texts(data_args, eval_args.split_seed, objective)
+    if split == "validation" and data_args.validation_files:
+        texts = data.load_validation_files(data_args)  # what to score, whatever the run trained on
+    else:
+        texts = data.load_texts(data_args, eval_args.split_seed, objective)
     if split not in texts:
         raise RecipeError(
             f"split: the data has no {split} split; set validation_plays, validation_files or "
