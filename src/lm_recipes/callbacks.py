@@ -228,7 +228,7 @@ class Samples(TrainerCallback):
             self.path.write_text("".join(f"{x}\n" for x in lines if json.loads(x)["step"] <= state.global_step))
 
     def on_evaluate(self, args, state, control, **kwargs):
-        if not (self.enabled and state.is_world_process_zero):
+        if not (self.enabled and state.is_world_process_zero) or self.drawn_at(state.global_step):
             return
         records = self.draw(args.seed)
         text = sampling.describe(records)
@@ -241,6 +241,14 @@ class Samples(TrainerCallback):
                 # Two trailing spaces end a line in the Markdown that TensorBoard renders.
                 samples = {"samples": text.replace("\n", "  \n")}
                 callback.on_log(args, state, control, model=self.trainer.model, logs=samples)
+
+    def drawn_at(self, step: int) -> bool:
+        """Whether the samples of this step are already recorded: the final evaluation, or a finished run evaluated
+        again, sees the model of the last in-training evaluation, whose samples are not drawn twice."""
+        if not self.path.exists():
+            return False
+        lines = self.path.read_text().splitlines()
+        return bool(lines) and json.loads(lines[-1])["step"] == step
 
     def draw(self, seed: int) -> list[dict]:
         w, model, tokenizer = self.watch, self.trainer.model, self.trainer.processing_class

@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "-h" in argv or "--help" in argv:
         print(USAGE)
-        recipes.print_help()
+        try:
+            recipes.print_help(argv)
+        except recipes.RecipeError as e:
+            print(f"error: the recipe cannot run:\n{e}", file=sys.stderr)
+            return 2
         return 0
     plan = "--plan" in argv
     argv = [a for a in argv if a != "--plan"]

@@ -77,12 +77,10 @@ def build(
             model = task.auto_class.from_pretrained(args.model_name_or_path, **kwargs)
         except (OSError, ValueError, RuntimeError) as e:
             raise RecipeError(f"model_name_or_path: cannot load a {args.objective} model from it ({e})") from None
-        logger.info("Starting from %s (%s)", args.model_name_or_path, type(model).__name__)
         if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
             model.config.pad_token_id = tokenizer.pad_token_id  # GPT-2 classifiers find each text's end by it
     else:
         model = task.model_classes[args.resolved_model_type](config_for(args, tokenizer, labels))
-        logger.info("Built %s from scratch", type(model).__name__)
     if args.objective == "clm" and LOSS_MAPPING.get(model.loss_type) is not ForCausalLMLoss:
         # GPT2LMHeadModel's name maps to no loss_type in transformers 5, so the Trainer does not know its loss shifts
         # the labels: it counts B x T tokens per batch where B x (T - 1) are predicted, and every logged loss (and the

@@ -50,6 +50,7 @@ def lines(recipe, train_size: int, model) -> list[str]:
         ]
     return [
         f"parameters: {model.num_parameters():,}",
+        f"vocabulary: {recipe.tokenizer.vocab_size:,} tokens",
         *data_lines,
         f"precision: {'bf16' if a.bf16 else 'fp16' if a.fp16 else 'fp32'} on {a.device.type}",
     ]

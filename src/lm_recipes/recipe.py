@@ -11,7 +11,7 @@ import difflib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
@@ -43,6 +43,7 @@ class Recipe:
     model: ModelArguments
     training: TrainingArguments
     watch: WatchArguments
+    given: tuple[str, ...] = ()  # the keys the recipe file, its bases and the flags set, in their order
 
     def flat(self) -> dict:
         """The resolved recipe as flat keys, secrets redacted: what is printed and saved."""
@@ -54,8 +55,12 @@ class Recipe:
         out.update(self.training.as_given)
         return out
 
-    def identity(self) -> dict:
-        """The keys that decide what a checkpoint holds: resuming with other values would mix two runs."""
+    def identity(self, resolved: bool = True) -> dict:
+        """The keys that decide what a checkpoint holds: resuming with other values would mix two runs.
+
+        A trained tokenizer may hold fewer tokens than `vocab_size` asks (training.resolve writes the real size into
+        the recipe); before it is built (`resolved=False`) that key is left out of the comparison.
+        """
         keep = {}
         for part in (self.tokenizer, self.data, self.model):
             keep.update(asdict(part))
@@ -64,8 +69,18 @@ class Recipe:
         if self.model.model_name_or_path:  # the checkpoint decides the architecture and tokenizer, not these keys
             for k in (*FROM_CHECKPOINT, *(f.name for f in fields(TokenizerArguments))):
                 keep.pop(k, None)
+        elif not resolved and self.tokenizer.tokenizer_name is None:
+            keep.pop("vocab_size")
         keep["seed"] = self.training.seed
         return keep
+
+    def changes(self) -> dict:
+        """The keys the recipe (its bases, the flags) sets to something other than their default, as they run."""
+        default = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+                   for cls in DATACLASSES for f in fields(cls) if f.init}  # fmt: skip
+        mine = plain(self.flat())
+        skip = {"output_dir", "hub_token"}  # said on its own line, or secret
+        return {k: mine[k] for k in dict.fromkeys(self.given) if k not in skip and plain(default.get(k)) != mine[k]}
 
 
 DATACLASSES = (TokenizerArguments, DataArguments, ModelArguments, TrainingArguments, WatchArguments)
@@ -186,7 +201,8 @@ def load(argv: list[str]) -> Recipe:
         tok, data, model, training, watch = parser.parse_args_into_dataclasses(args=good)
     except (ValueError, RecipeError) as e:
         raise RecipeError([*problems, str(e).strip()]) from None
-    recipe = Recipe(tok, data, model, training, watch)
+    given = tuple(flag[2:] for flag, _ in _split_flags(good))
+    recipe = Recipe(tok, data, model, training, watch, given)
     problems += check(recipe)
     if problems:
         raise RecipeError(problems)
@@ -289,15 +305,16 @@ def check_watch(recipe: Recipe) -> list[str]:
     return problems
 
 
-def check_same(recipe: Recipe, folder: Path, where: str | None = None) -> None:
-    """Raise unless the recipe.yaml in `folder` describes the same run: checkpoints of another would be mixed in."""
+def check_same(recipe: Recipe, folder: Path, where: str | None = None, resolved: bool = False) -> None:
+    """Raise unless the recipe.yaml in `folder` describes the same run: checkpoints of another would be mixed in.
+    `resolved`: the recipe already holds what its tokenizer decided (see Recipe.identity)."""
     where = where or f"output_dir: {folder}"
     fix = "use another output_dir, or set resume_from_checkpoint: false to start over there (its checkpoints go)"
     saved_path = folder / "recipe.yaml"
     if not saved_path.is_file():
         raise RecipeError(f"{where} holds checkpoints without a recipe.yaml (not an lm-recipes run); {fix}")
     saved = yaml.safe_load(saved_path.read_text()) or {}
-    here = plain(recipe.identity())
+    here = plain(recipe.identity(resolved))
     changed = [f"{k}: {saved.get(k)!r} there, {v!r} here" for k, v in here.items() if saved.get(k) != v]
     if changed:
         raise RecipeError(f"{where} holds checkpoints of a different recipe ({'; '.join(changed)}); {fix}")
@@ -329,5 +346,20 @@ def plain(value):
     return str(value)
 
 
-def print_help() -> None:
-    build_parser().print_help()
+def print_help(argv: list[str] | None = None) -> None:
+    """Every key with its meaning; with `RECIPE.yaml [--key value ...]`, the defaults shown are that recipe's values
+    (its bases and the flags applied), so `--help` answers "what does this recipe run with?"."""
+    parser = build_parser()
+    argv = [a for a in argv or [] if a not in ("-h", "--help", "--plan")]
+    if argv and not argv[0].startswith("-"):
+        raw, _ = read(argv[0])
+        values = {k: v for k, v in raw.items() if k in recipe_keys()}
+        for flag, given in _split_flags(argv[1:]):
+            if flag.startswith("--") and flag[2:] in recipe_keys():
+                values[flag[2:]] = given[0] if len(given) == 1 else given
+        parser.set_defaults(**values)
+        parser.description = (
+            f"The keys of a recipe. Each `(default: ...)` below is the value {argv[0]} runs with"
+            f"{' with these flags' if len(argv) > 1 else ''}; keys it does not set show their defaults."
+        )
+    parser.print_help()

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import shutil
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import EarlyStoppingCallback, Trainer, TrainerState, set_seed
+from datasets import DatasetDict
+from transformers import (
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerState,
+    set_seed,
+)
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -22,6 +33,31 @@ FRESH = {"false", "no", "never"}
 LAST = {"true", "last"}
 
 
+class TiedWeightsLoaded(logging.Filter):
+    """Drops the Trainer's "There were missing keys in the checkpoint model loaded: ['lm_head.weight']" on resume
+    when every key it names is tied to another parameter and the tie holds: a tied output embedding is saved once,
+    under the input embedding, and loading that one fills both. Any other missing key is still reported."""
+
+    PREFIX = "There were missing keys in the checkpoint model loaded:"
+    model = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.model is None or not message.startswith(self.PREFIX):
+            return True
+        try:
+            missing = ast.literal_eval(message[len(self.PREFIX) :].strip().rstrip("."))
+            tied = self.model.all_tied_weights_keys
+            held = all(self.model.get_parameter(k) is self.model.get_parameter(tied[k]) for k in missing)
+        except (ValueError, SyntaxError, KeyError, AttributeError):
+            return True
+        return not held
+
+
+_TIED = TiedWeightsLoaded()
+logging.getLogger("transformers.trainer").addFilter(_TIED)
+
+
 class LMTrainer(Trainer):
     """The Trainer of one recipe: perplexity beside every language-modelling loss, the watchers' values in each
     training log, and MLM evaluation masks drawn at a fixed seed."""
@@ -30,6 +66,7 @@ class LMTrainer(Trainer):
         self.recipe = recipe
         self.tokens_processed = 0  # by training_step on this process, padding included: for throughput
         super().__init__(*args, **kwargs)
+        _TIED.model = self.model
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.tokens_processed += inputs["input_ids"].numel()  # shape only: no device sync
@@ -101,23 +138,30 @@ def _step(checkpoint: str) -> int:
     return int(Path(checkpoint).name.rsplit("-", 1)[-1])
 
 
-def build_trainer(recipe: Recipe) -> LMTrainer:
-    """Data, tokenizer and model for the recipe, in a Trainer ready to train or evaluate. Writes nothing but the
-    datasets and tokenizer caches; raises RecipeError for data or a model that does not fit the recipe."""
+@dataclass
+class Prepared:
+    """The data half of a run: its tokenizer, its datasets (blocks, or examples for classification) and, for a
+    classifier, the class names."""
+
+    tokenizer: PreTrainedTokenizerBase
+    datasets: DatasetDict
+    labels: list[str] | None = None
+
+
+def prepare(recipe: Recipe) -> Prepared:
+    """Texts, tokenizer and blocks for the recipe. Writes nothing but the datasets and tokenizer caches; raises
+    RecipeError for data that does not fit the recipe. Only the main process tokenizes; the others wait, then load
+    its results from the cache."""
     args, d, m = recipe.training, recipe.data, recipe.model
-    set_seed(args.seed)
-    # Only the main process tokenizes; the others wait, then load its results from the cache.
-    classify = m.objective == "classification"
     with args.main_process_first(desc="preparing data"):
         texts = data.load_texts(d, args.seed, m.objective)
         labels = None
-        if classify:
+        if m.objective == "classification":
             texts, labels = data.encode_labels(texts, d.label_column)
         tokenizer = tokenizers.build(
             recipe.tokenizer, m, texts["train"], d.text_column, m.max_position_embeddings, d.cache_dir
         )
-        compute_metrics = None
-        if classify:
+        if m.objective == "classification":
             if tokenizer.pad_token is None:
                 if tokenizer.eos_token is None:
                     raise RecipeError("the tokenizer has neither a padding nor an end-of-text token to pad with")
@@ -125,29 +169,56 @@ def build_trainer(recipe: Recipe) -> LMTrainer:
                             tokenizer.eos_token)  # fmt: skip
                 tokenizer.pad_token = tokenizer.eos_token
             blocks = data.build_examples(texts, tokenizer, d, args.seed)
-            compute_metrics = tasks.classification_metrics()
         else:
             blocks = data.build_blocks(texts, tokenizer, d, m.objective)
     w = recipe.watch
     if w.samples and m.objective == "mlm" and (problem := sampling.mask_problem(tokenizer, w.samples)):
         raise RecipeError(f"samples: {problem}")
-    model = models.build(m, tokenizer, labels)
-    if m.model_name_or_path:
-        # The checkpoint decides these keys: the printed and saved recipe says what really runs.
-        for key, value in models.sizes(model).items():
-            if value is not None:
-                setattr(m, key, value)
-        recipe.tokenizer.vocab_size, recipe.tokenizer.tokenizer_type = len(tokenizer), "auto"
-    if d.block_size > models.positions(model):
-        raise RecipeError(
-            f"block_size: {d.block_size} tokens is more than the {models.positions(model)} positions of "
-            f"{m.model_name_or_path}; lower block_size"
-        )
     if "validation" not in blocks and args.eval_strategy != "no":
         raise RecipeError(
             "eval_strategy asks for evaluation but there is no validation data; "
             "set validation_files, validation_split_percentage > 0, or eval_strategy: 'no'"
         )
+    return Prepared(tokenizer, blocks, labels)
+
+
+def resolve(recipe: Recipe, prepared: Prepared, model: PreTrainedModel) -> None:
+    """Write into the recipe what the tokenizer and a starting checkpoint decided, so that the printed plan and the
+    saved recipe.yaml say what really runs: the one place where built things change recipe keys."""
+    t, m, d = recipe.tokenizer, recipe.model, recipe.data
+    vocab = len(prepared.tokenizer)
+    if m.model_name_or_path:
+        for key, value in models.sizes(model).items():
+            if value is not None:
+                setattr(m, key, value)
+        t.vocab_size, t.tokenizer_type = vocab, "auto"
+    elif t.tokenizer_name is None and vocab != t.vocab_size:
+        logger.warning(
+            "vocab_size: the training text yields %d tokens at min_frequency %d, not the %d asked; the model and the "
+            "saved recipe use %d (lower min_frequency or give more text for more)",
+            vocab, t.min_frequency, t.vocab_size, vocab,
+        )  # fmt: skip
+        t.vocab_size = vocab
+    if d.block_size > models.positions(model):
+        raise RecipeError(
+            f"block_size: {d.block_size} tokens is more than the {models.positions(model)} positions of "
+            f"{m.model_name_or_path}; lower block_size"
+        )
+
+
+def build_trainer(recipe: Recipe, prepared: Prepared | None = None, model: PreTrainedModel | None = None) -> LMTrainer:
+    """The recipe's Trainer, ready to train or evaluate, from its prepared data and model (built here when not
+    given). Raises RecipeError when the Hub repo of push_to_hub cannot be created."""
+    args, d, m, w = recipe.training, recipe.data, recipe.model, recipe.watch
+    set_seed(args.seed)
+    if prepared is None:
+        prepared = prepare(recipe)
+    if model is None:
+        model = models.build(m, prepared.tokenizer, prepared.labels)
+        resolve(recipe, prepared, model)
+    tokenizer, blocks = prepared.tokenizer, prepared.datasets
+    classify = m.objective == "classification"
+    compute_metrics = tasks.classification_metrics() if classify else None
     token_accuracy = w.token_accuracy and not classify
     if token_accuracy:
         compute_metrics = tasks.token_accuracy(m.objective)
@@ -204,21 +275,37 @@ def show_plan(recipe: Recipe) -> list[str]:
     """`train.py RECIPE --plan`: the run's numbers and learning-rate schedule, from the same data, tokenizer and
     model the run would use; trains nothing, pushes nothing. Raises as the run would for an output_dir of another
     recipe."""
-    latest_checkpoint(recipe)
+    resume = latest_checkpoint(recipe)
     recipe.training.push_to_hub = False  # the Trainer would create the Hub repo as it starts
-    return planning.show(build_trainer(recipe), recipe)
+    prepared = prepare(recipe)
+    model = models.build(recipe.model, prepared.tokenizer, prepared.labels)
+    resolve(recipe, prepared, model)
+    if resume:
+        recipes.check_same(recipe, Path(recipe.training.output_dir), resolved=True)
+    return planning.show(build_trainer(recipe, prepared, model), recipe)
 
 
 def run(recipe: Recipe) -> dict[str, float]:
     """Train the recipe end to end, resuming where an earlier run of it stopped; returns the final metrics."""
     args, m = recipe.training, recipe.model
+    out = Path(args.output_dir)
     repo = (args.resume_from_checkpoint or "").strip()
     from_hub = hub.find_checkpoint(recipe, repo) if hub.is_repo_id(repo) else None
     resume = latest_checkpoint(recipe) if from_hub else resume_point(recipe)
     if from_hub and resume and _step(resume) >= from_hub[1]:
         logger.info("%s is not behind %s (step %d): resuming from it", resume, repo, from_hub[1])
         from_hub = None
-    trainer = build_trainer(recipe)
+    state = TrainerState.load_from_json(str(Path(resume) / TRAINER_STATE_NAME)) if resume and not from_hub else None
+    finished = state is not None and state.global_step >= (args.max_steps if args.max_steps > 0 else state.max_steps)
+    if finished:
+        logger.info("%s is the last step of this run (%d): nothing left to train", resume, state.global_step)
+
+    prepared = prepare(recipe)
+    model = models.build(m, prepared.tokenizer, prepared.labels)
+    resolve(recipe, prepared, model)
+    if resume and not from_hub and Path(resume).parent == out:
+        recipes.check_same(recipe, out, resolved=True)  # now with what the tokenizer decided
+    trainer = build_trainer(recipe, prepared, model)
     if from_hub:  # downloaded once the recipe and its data are known to be good
         with args.main_process_first(local=True, desc="downloading the checkpoint"):
             resume = hub.download_checkpoint(recipe, repo, *from_hub)
@@ -226,19 +313,27 @@ def run(recipe: Recipe) -> dict[str, float]:
     if args.push_to_hub:
         uploads = hub.Uploads(trainer)
         uploads.attach()
-    logger.info("resolved recipe:\n%s", recipes.dump(recipe))
-    for line in planning.lines(recipe, len(trainer.train_dataset), trainer.model):
-        logger.info(line)
+    if not finished:
+        if resume:
+            logger.info("Resuming from %s (set resume_from_checkpoint: false to start over)", resume)
+        else:
+            start = f"starting from {m.model_name_or_path}" if m.model_name_or_path else "from scratch"
+            logger.info("model: %s, %s", type(model).__name__, start)
+        logger.info("recipe, the keys that differ from the defaults (%s will hold every key):\n%s",
+                    out / "recipe.yaml", summary(recipe))  # fmt: skip
+        for line in planning.lines(recipe, len(trainer.train_dataset), trainer.model):
+            logger.info(line)
 
     # Everything is known to be valid: from here on the run writes.
     if args.should_save:
         if resume is None:
             _clear_run(args.output_dir)
         recipes.save(recipe, args.output_dir)
-    metrics = _train(trainer, resume)
+    metrics = _train(trainer, resume, state if finished else None)
     if not args.push_to_hub:  # with it, save_model would push at once; the final push below saves the model first
         trainer.save_model()
-    if trainer.eval_dataset is not None:
+    evaluated = finished and (out / "eval_results.json").is_file()
+    if trainer.eval_dataset is not None and not evaluated:
         eval_metrics = trainer.evaluate()
         if m.objective != "classification":
             eval_metrics["eval_perplexity"] = tasks.perplexity(eval_metrics["eval_loss"])
@@ -256,18 +351,21 @@ def run(recipe: Recipe) -> dict[str, float]:
     return metrics
 
 
-def _train(trainer: LMTrainer, resume: str | None) -> dict[str, float]:
-    """trainer.train(), resuming from `resume`; a checkpoint at the run's last step is loaded instead, since the
-    Trainer would otherwise take one more step past max_steps (so a rerun of a finished run changes nothing)."""
-    args = trainer.args
-    state = TrainerState.load_from_json(str(Path(resume) / TRAINER_STATE_NAME)) if resume else None
-    if state is not None and state.global_step >= (args.max_steps if args.max_steps > 0 else state.max_steps):
-        logger.info("%s is the last step of this run (%d): nothing left to train", resume, state.global_step)
+def summary(recipe: Recipe) -> str:
+    """The recipe's own keys, `key=value` on one line: what this run chose, not the defaults it kept."""
+    text = ", ".join(f"{k}={v!r}" if isinstance(v, str) and "\n" in v else f"{k}={v}"
+                     for k, v in recipe.changes().items())  # fmt: skip
+    return textwrap.fill(text or "none", width=116, initial_indent="  ", subsequent_indent="  ")
+
+
+def _train(trainer: LMTrainer, resume: str | None, finished: TrainerState | None = None) -> dict[str, float]:
+    """trainer.train(), resuming from `resume`. A run already at its last step (`finished`, its checkpoint's state)
+    is loaded instead, since the Trainer would otherwise take one more step past max_steps (so a rerun of a finished
+    run changes nothing)."""
+    if finished is not None:
         trainer.model.load_state_dict(type(trainer.model).from_pretrained(resume).state_dict())
-        trainer.state = state
+        trainer.state = finished
         return {}
-    if resume:
-        logger.info("Resuming from %s (set resume_from_checkpoint: false to start over)", resume)
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
