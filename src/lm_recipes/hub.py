@@ -20,7 +20,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from transformers import TrainerCallback
 from transformers.trainer_utils import HubStrategy
 
-from . import callbacks
+from . import callbacks, corpus
 from . import recipe as recipes
 from .recipe import Recipe, RecipeError
 
@@ -206,7 +206,8 @@ def write_model_card(trainer, recipe: Recipe) -> Path:
         "dataset_name": d.dataset_name,
         "dataset_config_name": d.dataset_config_name,
         "train_files": [Path(f).name for f in d.train_files or []],
-        "validation_plays": d.validation_plays,
+        # With `genres`, only the held-out plays of those genres are validated on.
+        "validation_plays": [p for p in d.validation_plays if not d.genres or corpus.plays().get(p) in d.genres],
         "genres": d.genres,
     }
     card_data = ModelCardData(
@@ -232,6 +233,8 @@ def write_model_card(trainer, recipe: Recipe) -> Path:
         results=shown,
         recipe=recipes.dump(recipe),
         pipeline=TASKS[m.objective].pipeline,
+        # What loads the model as this card is read: the Hub id once pushed, else the folder as the run named it.
+        load_from=trainer.hub_model_id if args.push_to_hub and trainer.hub_model_id else args.output_dir,
     )
     path = out / "README.md"
     card.save(path)
