@@ -1,12 +1,13 @@
 """Train the default recipes as a user would and report what they reach, over several seeds.
 
-    python bench/recipes.py [recipes/mlm.yaml recipes/clm.yaml] [--seeds 42 43 44] [--out bench/out]
+    python bench/recipes.py [recipes/mlm.yaml recipes/clm.yaml] [--seeds 42 43 44] [--out bench/out] [--retrain]
 
-For each recipe and seed: wall time of `python scripts/train.py RECIPE --seed S` (tokenizer and data caches warm or
-cold, as found), the validation loss of the same model untrained (same tokenizer, blocks and seed), and after
-training. Training is bit-exact on one machine, not across CPUs and BLAS builds, so the table gives the spread over
-seeds: what another machine's run of the same recipe should land within. The seed-42 run is kept in
-OUT/RECIPE (e.g. bench/out/mlm) for the benchmarks that start from it.
+For each recipe and seed: `python scripts/train.py RECIPE --seed S`, the validation loss of the same model untrained
+(same tokenizer, blocks and seed) and after training, and the Trainer's train_runtime. A finished run of the same
+recipe and seed found in OUT is reported again without training (--retrain trains it anew). Training is bit-exact
+on one machine, not across CPUs and BLAS builds, so the table gives the spread over seeds: what another machine's run
+of the same recipe should land within. The first seed's run is OUT/RECIPE (e.g. bench/out/mlm), which
+bench/finetune.py starts from.
 """
 
 import argparse
@@ -15,9 +16,9 @@ import math
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import yaml
 from machine import describe
 
 from lm_recipes import recipe as recipes
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def untrained(path: str, output_dir: str, seed: int) -> float:
-    r = recipes.load([path, "--output_dir", output_dir, "--seed", str(seed)])
+    r = recipes.load([path, "--output_dir", output_dir, "--seed", str(seed), "--report_to", "none"])
     return training.build_trainer(r).evaluate()["eval_loss"]
 
 
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("recipes", nargs="*", default=["recipes/mlm.yaml", "recipes/clm.yaml"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--out", default="bench/out")
+    parser.add_argument("--retrain", action="store_true", help="train again even when OUT holds the finished run")
     a = parser.parse_args()
     rows = []
     for path in a.recipes:
@@ -49,17 +51,20 @@ def main() -> None:
             name = Path(path).stem
             out = Path(a.out) / (name if seed == a.seeds[0] else f"{name}-seed{seed}")
             before = untrained(path, str(out), seed)
-            start = time.perf_counter()
-            cmd = [sys.executable, str(ROOT / "scripts/train.py"), path, "--output_dir", str(out), "--seed", str(seed),
-                   "--resume_from_checkpoint", "false"]  # fmt: skip
-            subprocess.run(cmd, check=True)
-            seconds = time.perf_counter() - start
+            done = (out / "all_results.json").is_file() and yaml.safe_load((out / "recipe.yaml").read_text())[
+                "seed"
+            ] == seed
+            if a.retrain or not done:
+                cmd = [sys.executable, str(ROOT / "scripts/train.py"), path, "--output_dir", str(out), "--seed",
+                       str(seed), "--resume_from_checkpoint", "false"]  # fmt: skip
+                subprocess.run(cmd, check=True)
             results = json.loads((out / "all_results.json").read_text())
+            seconds = results["train_runtime"]
             steps = json.loads((out / "trainer_state.json").read_text())["global_step"]
             rows.append((path, seed, steps, seconds, before, results["eval_loss"], results.get("eval_accuracy")))
 
     print(f"\nmachine: {describe()}")
-    print("| recipe | seed | steps | wall time | untrained eval loss (ppl) | trained eval loss (ppl) | accuracy |")
+    print("| recipe | seed | steps | train_runtime | untrained eval loss (ppl) | trained eval loss (ppl) | accuracy |")
     print("|---|---|---|---|---|---|---|")
     for path, seed, steps, seconds, before, after, accuracy in rows:
         print(
