@@ -29,7 +29,7 @@ def test_continued_pretraining_reuses_the_checkpoint_and_its_tokenizer(train, pr
                 "--eval_steps", "10", "--save_steps", "10", "--max_eval_samples", "16")  # fmt: skip
     assert f"Using the tokenizer of {start} (not retraining one)" in run.out
     assert "Training a" not in run.out and "Reusing the tokenizer trained" not in run.out
-    assert f"Starting from {start}" in run.out
+    assert f"starting from {start}" in run.out  # model: BertForMaskedLM, starting from ...
     before, after = (json.loads((d / "tokenizer.json").read_text()) for d in (start, run.output_dir))
     assert before["model"]["vocab"] == after["model"]["vocab"]
     # Only comedies were read: the training split has the other comedies, validation the held-out one.

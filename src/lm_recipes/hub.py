@@ -246,10 +246,11 @@ def is_repo_id(value: str) -> bool:
     return bool(_REPO_ID.match(value)) and not Path(value).exists()
 
 
-def find_checkpoint(recipe: Recipe, repo_id: str) -> tuple[str, int]:
-    """(folder, step) of the newest checkpoint an earlier run pushed to `repo_id`: `last-checkpoint` (hub_strategy
-    checkpoint), else the highest `checkpoint-N` (all_checkpoints). Raises unless the repo's recipe.yaml describes
-    the same run as this recipe, as for a local output_dir. Writes nothing but temporary copies of two small files."""
+def find_checkpoint(recipe: Recipe, repo_id: str) -> tuple[str, int, dict]:
+    """(folder, step, the repo's recipe.yaml keys) of the newest checkpoint an earlier run pushed to `repo_id`:
+    `last-checkpoint` (hub_strategy checkpoint), else the highest `checkpoint-N` (all_checkpoints). Raises unless the
+    repo's recipe.yaml describes the same run as this recipe, as for a local output_dir (compared again once the
+    tokenizer is built). Writes nothing but temporary copies of two small files."""
     args = recipe.training
     fix = "name a repo an lm-recipes run pushed with hub_strategy: checkpoint or all_checkpoints"
     try:
@@ -272,9 +273,9 @@ def find_checkpoint(recipe: Recipe, repo_id: str) -> tuple[str, int]:
             raise RecipeError(
                 f"resume_from_checkpoint: could not read {repo_id} ({describe(e, args.hub_token)})"
             ) from None
-        recipes.check_same(recipe, Path(tmp), where=f"the Hub repo {repo_id}")
+        saved = recipes.check_same(recipe, Path(tmp), where=f"the Hub repo {repo_id}")
         step = json.loads((Path(tmp) / folder / "trainer_state.json").read_text())["global_step"]
-    return folder, step
+    return folder, step, saved
 
 
 def download_checkpoint(recipe: Recipe, repo_id: str, folder: str, step: int) -> str:

@@ -305,19 +305,24 @@ def check_watch(recipe: Recipe) -> list[str]:
     return problems
 
 
-def check_same(recipe: Recipe, folder: Path, where: str | None = None, resolved: bool = False) -> None:
-    """Raise unless the recipe.yaml in `folder` describes the same run: checkpoints of another would be mixed in.
-    `resolved`: the recipe already holds what its tokenizer decided (see Recipe.identity)."""
+def check_same(
+    recipe: Recipe, folder: Path, where: str | None = None, resolved: bool = False, saved: dict | None = None
+) -> dict:
+    """Raise unless the recipe.yaml in `folder` (or the `saved` keys read from one before) describes the same run:
+    checkpoints of another would be mixed in. `resolved`: the recipe already holds what its tokenizer decided (see
+    Recipe.identity). Returns the saved keys."""
     where = where or f"output_dir: {folder}"
     fix = "use another output_dir, or set resume_from_checkpoint: false to start over there (its checkpoints go)"
-    saved_path = folder / "recipe.yaml"
-    if not saved_path.is_file():
-        raise RecipeError(f"{where} holds checkpoints without a recipe.yaml (not an lm-recipes run); {fix}")
-    saved = yaml.safe_load(saved_path.read_text()) or {}
+    if saved is None:
+        saved_path = folder / "recipe.yaml"
+        if not saved_path.is_file():
+            raise RecipeError(f"{where} holds checkpoints without a recipe.yaml (not an lm-recipes run); {fix}")
+        saved = yaml.safe_load(saved_path.read_text()) or {}
     here = plain(recipe.identity(resolved))
     changed = [f"{k}: {saved.get(k)!r} there, {v!r} here" for k, v in here.items() if saved.get(k) != v]
     if changed:
         raise RecipeError(f"{where} holds checkpoints of a different recipe ({'; '.join(changed)}); {fix}")
+    return saved
 
 
 def save(recipe: Recipe, output_dir: str) -> Path:

@@ -153,6 +153,7 @@ def prepare(recipe: Recipe) -> Prepared:
     RecipeError for data that does not fit the recipe. Only the main process tokenizes; the others wait, then load
     its results from the cache."""
     args, d, m = recipe.training, recipe.data, recipe.model
+    set_seed(args.seed)  # first: the seed decides the carved validation split and then the model's initial weights
     with args.main_process_first(desc="preparing data"):
         texts = data.load_texts(d, args.seed, m.objective)
         labels = None
@@ -303,12 +304,15 @@ def run(recipe: Recipe) -> dict[str, float]:
     prepared = prepare(recipe)
     model = models.build(m, prepared.tokenizer, prepared.labels)
     resolve(recipe, prepared, model)
-    if resume and not from_hub and Path(resume).parent == out:
-        recipes.check_same(recipe, out, resolved=True)  # now with what the tokenizer decided
+    # Now with what the tokenizer decided:
+    if from_hub:
+        recipes.check_same(recipe, out, where=f"the Hub repo {repo}", resolved=True, saved=from_hub[2])
+    elif resume and Path(resume).parent == out:
+        recipes.check_same(recipe, out, resolved=True)
     trainer = build_trainer(recipe, prepared, model)
     if from_hub:  # downloaded once the recipe and its data are known to be good
         with args.main_process_first(local=True, desc="downloading the checkpoint"):
-            resume = hub.download_checkpoint(recipe, repo, *from_hub)
+            resume = hub.download_checkpoint(recipe, repo, *from_hub[:2])
     uploads = None
     if args.push_to_hub:
         uploads = hub.Uploads(trainer)
