@@ -103,11 +103,19 @@ class HubServer:
         self.root, self.token, self.user, self.mode, self.port = Path(root), token, user, mode, port
         (self.root / "objects").mkdir(parents=True, exist_ok=True)  # file contents, by sha256
         self.requests: list[tuple[str, str, int]] = []  # (method, path without query, status), in arrival order
-        self.commit_delay = 0.0  # seconds each upload request waits first: a slow link, uploads still in flight
+        self._released = threading.Event()  # cleared by hold(): uploads wait until release(), as on a slow link
+        self._released.set()
         self._repos: dict[str, Repo] = {}
         self._lock = threading.Lock()
         self._secret = os.urandom(16)  # signs the LFS upload URLs, which the client PUTs to without a token
         self._httpd: ThreadingHTTPServer | None = None
+
+    def hold(self) -> None:
+        """Make every upload request wait until release(): an upload still in flight, for as long as a test needs."""
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
 
     @property
     def url(self) -> str:
@@ -228,8 +236,8 @@ class HubServer:
                 raise HubError(404, f"hub_server does not implement {method} {path}{hint}")
             if kind == "commit" and self.mode == "refuse_commits":
                 raise HubError(500, "Internal Error - We're working hard to fix this as soon as possible!")
-            if kind == "commit":
-                time.sleep(self.commit_delay)
+            if kind == "commit" and not self._released.wait(timeout=120):
+                raise HubError(504, "hub_server: the test held this upload and never released it")
             args = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
             # JSON bodies are parsed here, except the commit's ndjson (one JSON object a line).
             is_json = "json" in headers.get("Content-Type", "") and "ndjson" not in headers.get("Content-Type", "")

@@ -7,6 +7,7 @@ tests; the requests and the exception are the same.
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 from hub_server import HubServer
 
-from conftest import TINY
+from conftest import ROOT, TINY, TRAIN
 
 TESTS = Path(__file__).resolve().parent
 SECRET = "hf_secret_token_value"
@@ -152,13 +153,27 @@ def test_failed_uploads_are_reported_the_outputs_kept_and_a_rerun_pushes(train, 
     assert "Hub: tester/run matches" in again.out
 
 
-def test_uploads_skipped_while_one_is_in_flight_are_reported_and_caught_up(train, hub):
-    hub.commit_delay = 1.0  # a slow link: the step-2 upload is still running when the next saves come
-    run = train("mlm.yaml", *SHORT, "--save_steps", "2", "--eval_strategy", "no", "--hub_strategy", "every_save",
-                "--hub_model_id", "tester/slow", extra_env=hub.env())  # fmt: skip
-    assert "Hub: the upload of step 4 was skipped because the previous one is still running" in run.out
-    assert "hub_always_push: true" in run.out
-    assert top_level(hub.files("tester/slow")) == local_files(run.output_dir)  # the final push caught up
+def test_an_upload_in_flight_makes_the_next_log_wait_and_every_save_arrives(env, hub, tmp_path):
+    # The stand-in holds each upload until the test releases it: the step-2 upload is in flight for as long as it
+    # takes the run to reach its next log, which must wait for it (an upload reads the event file the log appends
+    # to), rather than skip the next saves' uploads or send a file that is still being written.
+    hub.hold()
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(TRAIN), str(ROOT / "recipes" / "mlm.yaml"), *SHORT, "--save_steps", "2",
+           "--eval_strategy", "no", "--hub_strategy", "every_save", "--hub_model_id", "tester/slow",
+           "--report_to", "tensorboard", "--output_dir", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env={**env, **hub.env()}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    console = []
+    for line in proc.stdout:
+        console.append(line)
+        if "Hub: waiting for the upload of the last save" in line:
+            hub.release()
+    assert proc.wait(timeout=600) == 0, "".join(console)[-4000:]
+    console = "".join(console)
+    assert "Hub: waiting for the upload of the last save" in console and "skipped" not in console
+    titles = [c.title for c in hub.commits("tester/slow")]
+    assert titles[1:] == [f"Training in progress, step {s}" for s in (2, 4, 6, 8, 10)] + ["End of training"]
+    assert top_level(hub.files("tester/slow")) == local_files(out)
 
 
 def test_a_checkpoint_that_never_arrives_fails_the_run_though_the_model_did(train, hub):
