@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from machine import describe
 
-from lm_recipes import data, tasks
+from lm_recipes import data, labels, tasks
 from lm_recipes import recipe as recipes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def results(output_dir: Path) -> dict:
 def majority(pretrained: Path) -> tuple[str, dict, Counter]:
     """The commonest training genre, its scores on the held-out passages, and the test passages per genre."""
     r = recipes.load([str(RECIPE), "--model_name_or_path", str(pretrained)])
-    texts, names = data.encode_labels(data.load_texts(r.data, r.training.seed, "classification"), "label")
+    texts, names = labels.encode_labels(data.load_texts(r.data, r.training.seed, labelled=True), "label")
     train_counts = Counter(texts["train"]["label"])
     top = train_counts.most_common(1)[0][0]
     references = np.asarray(texts["validation"]["label"])

@@ -81,15 +81,13 @@ def measure(what: str, objective: str, copies: int, cache: str) -> dict:
 
 
 def prepare(objective: str, cache: str) -> dict:
-    """Data preparation of a default recipe as training.build_trainer does it: documents, tokenizer, blocks."""
-    from lm_recipes import data, tokenizer
+    """Data preparation of a default recipe, as a run does it (preparation.prepare): documents, tokenizer, blocks."""
     from lm_recipes import recipe as recipes
+    from lm_recipes.preparation import prepare as prepare_data
 
     r = recipes.load([str(ROOT / f"recipes/{objective}.yaml"), "--cache_dir", cache])
     start = time.perf_counter()
-    texts = data.load_texts(r.data, r.training.seed)
-    tok = tokenizer.build(r.tokenizer, r.model, texts["train"], "text", r.model.max_position_embeddings, cache)
-    data.build_blocks(texts, tok, r.data, objective)
+    prepare_data(r)
     return {"seconds": time.perf_counter() - start}
 
 

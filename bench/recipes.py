@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def untrained(path: str, output_dir: str, seed: int) -> float:
     r = recipes.load([path, "--output_dir", output_dir, "--seed", str(seed), "--report_to", "none"])
-    return training.build_trainer(r).evaluate()["eval_loss"]
+    return training.build(r).evaluate()["eval_loss"]
 
 
 def spread(values: list[float]) -> str:

@@ -2,7 +2,7 @@
 
 import sys
 
-from lm_recipes.samples import main
+from lm_recipes.generation import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from datasets import Dataset, DatasetDict
 
-from lm_recipes import corpus, data, tokenizer
+from lm_recipes import corpus, data, labels, tokenizer
 from lm_recipes.arguments import DataArguments, ModelArguments, TokenizerArguments
 from lm_recipes.recipe import RecipeError
 
@@ -90,7 +90,7 @@ def test_local_files_of_every_format(tmp_path, toks, files, column):
     a = args(tmp_path, train_files=[str(tmp_path / files)], text_column=column, validation_split_percentage=10)
     texts = data.load_texts(a, seed=0)
     assert len(texts["train"]) + len(texts["validation"]) >= len(SCENES)  # txt paragraphs split scenes further
-    blocks = data.build_blocks(texts, toks["mlm"], a, "mlm")
+    blocks = data.build_blocks(texts, toks["mlm"], a, mlm=True)
     assert len(blocks["train"]) > 0 and len(blocks["validation"]) > 0
 
 
@@ -104,7 +104,7 @@ def test_validation_files_are_used_as_given(tmp_path):
 def test_second_build_loads_from_the_cache(tmp_path, toks):
     a = args(tmp_path, validation_plays=["macbeth"])
     texts = data.load_texts(a, seed=0)
-    first = data.build_blocks(texts, toks["clm"], a, "clm")
+    first = data.build_blocks(texts, toks["clm"], a, mlm=False)
     files = {f["filename"]: os.path.getmtime(f["filename"]) for f in first["train"].cache_files}
     again = data.build_blocks(data.load_texts(a, seed=0), toks["clm"], a, "clm")
     assert {f["filename"] for f in again["train"].cache_files} == set(files)
@@ -145,7 +145,7 @@ def test_block_larger_than_the_corpus(tmp_path, toks):
 
 
 def test_genre_task_holds_out_whole_plays_one_per_genre(tmp_path):
-    texts = data.load_texts(args(tmp_path), seed=0, objective="classification")
+    texts = data.load_texts(args(tmp_path), seed=0, labelled=True)
     genres = texts["train"].features["label"].names
     assert genres == corpus.genres()
     train_plays, test_plays = set(texts["train"].unique("play")), set(texts["validation"].unique("play"))
@@ -166,10 +166,10 @@ def test_string_labels_become_one_class_label_for_every_split():
         train=Dataset.from_dict({"text": ["a", "b", "c"], "label": ["pos", "neg", "pos"]}),
         validation=Dataset.from_dict({"text": ["d"], "label": ["neg"]}),
     )
-    encoded, names = data.encode_labels(texts, "label")
+    encoded, names = labels.encode_labels(texts, "label")
     assert names == ["neg", "pos"]
     assert encoded["train"]["label"] == [1, 0, 1] and encoded["validation"]["label"] == [0]
-    ids, names = data.encode_labels(DatasetDict(train=Dataset.from_dict({"label": [0, 2]})), "label")
+    ids, names = labels.encode_labels(DatasetDict(train=Dataset.from_dict({"label": [0, 2]})), "label")
     assert names == ["0", "1", "2"]
 
 
@@ -188,11 +188,11 @@ def test_bad_labels_are_clear_errors(train, validation, message):
         validation=Dataset.from_dict({"text": ["b"] * len(validation), "label": validation}),
     )
     with pytest.raises(RecipeError, match=message):
-        data.encode_labels(texts, "label")
+        labels.encode_labels(texts, "label")
 
 
 def test_examples_are_truncated_and_keep_their_labels(tmp_path, toks):
     texts = DatasetDict(train=Dataset.from_dict({"text": [SCENES[0], "short"], "label": [1, 0]}))
-    examples = data.build_examples(texts, toks["mlm"], args(tmp_path, block_size=16), seed=0)["train"]
+    examples = labels.build_examples(texts, toks["mlm"], args(tmp_path, block_size=16), seed=0)["train"]
     assert examples["labels"] == [1, 0]
     assert len(examples["input_ids"][0]) == 16 and len(examples["input_ids"][1]) < 16

@@ -1,4 +1,4 @@
-"""scripts/evaluate.py: the perplexity of a trained checkpoint, checked against Trainer.evaluate on the same blocks."""
+"""scripts/score.py: the perplexity of a trained checkpoint, checked against Trainer.evaluate on the same blocks."""
 
 import json
 import shutil
@@ -19,11 +19,13 @@ from transformers import (
 )
 
 from conftest import PRETRAIN, ROOT
-from lm_recipes import data, evaluation, tasks
+from lm_recipes import data, evaluation
 from lm_recipes import recipe as recipes
 from lm_recipes import tokenizer as tokenizers
+from lm_recipes.arguments import DataArguments
+from lm_recipes.tasks import TASKS
 
-EVALUATE = ROOT / "scripts" / "evaluate.py"
+SCORE = ROOT / "scripts" / "score.py"
 AUTO = {"mlm": AutoModelForMaskedLM, "clm": AutoModelForCausalLM}
 COMMON = {"checkpoint", "objective", "split", "data", "recipe", "loss", "perplexity", "accuracy", "tokens", "blocks",
           "block_size", "loss_averaging"}  # fmt: skip
@@ -49,7 +51,7 @@ def runs(trained):
 @pytest.fixture(scope="module")
 def validation(runs, cache_dir):
     """validation(objective) -> (folder, tokenizer, blocks, recipe): the run's validation blocks, built from its saved
-    recipe.yaml as training built them (not through evaluate.py's own parsing)."""
+    recipe.yaml as training built them (not through score.py's own parsing)."""
     made = {}
 
     def _get(objective):
@@ -58,20 +60,28 @@ def validation(runs, cache_dir):
             recipe = recipes.load([str(folder / "recipe.yaml")])
             recipe.data.cache_dir = cache_dir
             tok = tokenizers.load(str(folder))
-            texts = data.load_texts(recipe.data, recipe.training.seed, objective)
+            texts = data.load_texts(recipe.data, recipe.training.seed)
             split = DatasetDict(validation=texts["validation"])
-            made[objective] = folder, tok, data.build_blocks(split, tok, recipe.data, objective)["validation"], recipe
+            made[objective] = (
+                folder,
+                tok,
+                TASKS[objective].build_datasets(split, tok, recipe.data, 0)["validation"],
+                recipe,
+            )
         return made[objective]
 
     return _get
 
 
 def trainer_eval_loss(model, tok, blocks, objective, recipe, batch_size, tmp_path) -> float:
-    """Trainer.evaluate's eval_loss on the blocks; for mlm a fresh collator, so its generator starts at the seed."""
+    """Trainer.evaluate's eval_loss on the blocks, with the task's collator and loss as a run has them; for mlm a fresh
+    collator, so its generator starts at the seed."""
     args = TrainingArguments(output_dir=str(tmp_path / "trainer"), per_device_eval_batch_size=batch_size,
                              report_to="none", use_cpu=True)  # fmt: skip
-    collate = tasks.collator(objective, tok, recipe.data.mlm_probability, seed=recipe.training.seed)
-    return Trainer(model=model, args=args, data_collator=collate, eval_dataset=blocks).evaluate()["eval_loss"]
+    task = TASKS[objective]
+    collate = task.build_collator(tok, recipe.data, seed=recipe.training.seed)
+    trainer = Trainer(model=model, args=args, data_collator=collate, eval_dataset=blocks, compute_loss_func=task.loss)
+    return trainer.evaluate()["eval_loss"]
 
 
 @pytest.mark.parametrize("batch_size", [16, 5])  # 5: the last batch has 2 blocks, weighted by them as the Trainer does
@@ -88,18 +98,6 @@ def test_loss_equals_trainer_evaluate(validation, tmp_path, objective, batch_siz
     assert ours["blocks"] == len(blocks) == 32
     trainer = trainer_eval_loss(model, tok, blocks, objective, recipe, batch_size, tmp_path)
     assert trainer == approx(ours["loss"], rel=1e-5)
-
-
-def test_the_trainer_divides_gpt2_loss_by_every_label(validation, tmp_path):
-    """transformers 5.23 leaves GPT2LMHeadModel.loss_type None (the class name matches no loss), so the Trainer does
-    not know the model shifts labels: it divides each batch's summed loss by all B x block_size labels, not the
-    B x (block_size - 1) tokens predicted. A run's eval_loss is then evaluate.py's loss x 63/64 at block_size 64."""
-    folder, tok, blocks, recipe = validation("clm")
-    model = AUTO["clm"].from_pretrained(folder)
-    ours = evaluation.evaluate_clm(model, blocks, None, 16)["loss"]
-    block = recipe.data.block_size
-    scale = 1.0 if model.loss_type else (block - 1) / block  # 1.0 once transformers names the loss
-    assert trainer_eval_loss(model, tok, blocks, "clm", recipe, 16, tmp_path) == approx(ours * scale, rel=1e-5)
 
 
 def guide_scored_tokens(n: int, block: int, stride: int) -> int:
@@ -155,7 +153,9 @@ def test_accuracy_is_the_argmax_of_the_logits(validation):
         else:
             p, seed = recipe.data.mlm_probability, recipe.training.seed
             ours = evaluation.evaluate_mlm(model, tok, four, p, seed, 4)
-            batch = tasks.collator("mlm", tok, p, seed=seed)([{"input_ids": row} for row in four["input_ids"]])
+            batch = TASKS["mlm"].build_collator(tok, DataArguments(mlm_probability=p), seed=seed)(
+                [{"input_ids": row} for row in four["input_ids"]]
+            )
             out = model(**batch)
             keep = batch["labels"] != -100
             predicted, labels = out.logits.argmax(-1)[keep], batch["labels"][keep]
@@ -173,8 +173,8 @@ def test_mlm_masks_are_fixed_by_the_seed(validation):
 
 
 def run_script(*args: str, env: dict) -> subprocess.CompletedProcess:
-    """scripts/evaluate.py in a subprocess, as a user runs it."""
-    return subprocess.run([sys.executable, str(EVALUATE), *args], env=env, capture_output=True, text=True, timeout=300)
+    """scripts/score.py in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, str(SCORE), *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_script_scores_the_runs_own_validation_blocks(one_thread, validation):
@@ -239,8 +239,12 @@ def test_not_a_checkpoint_exits_2_and_writes_nothing(one_thread, tmp_path):
     [
         ("clm", ["--stride", "0"], "stride: 0 must be from 1 to block_size (64) tokens; e.g. --stride 32"),
         ("clm", ["--stride", "65"], "stride: 65 must be from 1 to block_size (64) tokens"),
-        ("clm", ["--block_size", "128"], "block_size: 128 tokens exceeds the model's 64 positions; use 64 or less"),
-        ("clm", ["--strid", "32"], "unknown option --strid; did you mean --stride?"),
+        (
+            "clm",
+            ["--block_size", "128"],
+            "block_size: 128 tokens is more than the 64 positions of the checkpoint; use 64",
+        ),
+        ("clm", ["--strid", "32"], "unknown option --strid; did you mean `stride`?"),
         ("mlm", ["--stride", "32"], "stride: slides clm windows only; drop it for an mlm checkpoint"),
         (
             "mlm",

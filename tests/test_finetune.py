@@ -46,7 +46,7 @@ def test_genre_classifier_from_a_pretrained_mlm(train, pretrained):
                 "--eval_steps", "10", "--save_steps", "10", "--max_eval_samples", "96")  # fmt: skip
     assert f"Using the tokenizer of {start} (not retraining one)" in run.out and "Training a" not in run.out
     results = json.loads((run.output_dir / "all_results.json").read_text())
-    assert 0 <= results["eval_accuracy"] <= 1 and 0 <= results["eval_macro_f1"] <= 1
+    assert {"eval_accuracy", "eval_macro_f1"} <= set(results)
     assert "eval_perplexity" not in results  # not a language model's loss
     evals = [h for h in run.state()["log_history"] if "eval_accuracy" in h]
     assert [h["step"] for h in evals] == [10, 20, 20]  # every eval_steps, then the final evaluation
@@ -62,8 +62,10 @@ def test_genre_classifier_from_a_pretrained_mlm(train, pretrained):
 
 @pytest.mark.parametrize("suffix", ["csv", "jsonl"])
 def test_classifier_on_local_labelled_files(train, pretrained, tmp_path, suffix):
+    # A task a classifier can learn in a few steps: each line opens with its label's word.
     lines = [line for p in corpus.passages(corpus.read_play("macbeth"), 2)[:60] for line in p.splitlines()]
-    rows = [{"sentence": line, "mood": "dark" if i % 3 else "light"} for i, line in enumerate(lines)]
+    rows = [{"sentence": f"{'Alas' if i % 2 else 'Hark'}, {line}", "mood": "dark" if i % 2 else "light"}
+            for i, line in enumerate(lines)]  # fmt: skip
     for name, part in (("train", rows[:90]), ("dev", rows[90:])):
         path = tmp_path / f"{name}.{suffix}"
         if suffix == "csv":
@@ -78,11 +80,12 @@ def test_classifier_on_local_labelled_files(train, pretrained, tmp_path, suffix)
     run = train("finetune-genre.yaml", *QUICK, "--model_name_or_path", str(pretrained("mlm")),
                 "--train_files", str(tmp_path / f"train.{suffix}"),
                 "--validation_files", str(tmp_path / f"dev.{suffix}"),
-                "--text_column", "sentence", "--label_column", "mood", "--max_steps", "6", "--eval_steps", "6",
-                "--save_steps", "6")  # fmt: skip
+                "--text_column", "sentence", "--label_column", "mood", "--max_steps", "50", "--eval_steps", "50",
+                "--save_steps", "50", "--learning_rate", "3e-3")  # fmt: skip
     config = AutoConfig.from_pretrained(run.output_dir)
     assert config.id2label == {0: "dark", 1: "light"}
-    assert "eval_macro_f1" in json.loads((run.output_dir / "all_results.json").read_text())
+    results = json.loads((run.output_dir / "all_results.json").read_text())
+    assert results["eval_accuracy"] >= 0.9 and results["eval_macro_f1"] >= 0.9, results  # the two classes: half each
 
 
 def test_missing_label_column_is_refused_before_writing(train, pretrained, tmp_path):

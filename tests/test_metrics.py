@@ -1,48 +1,46 @@
-"""The evaluate modules shipped with the package: loaded by path offline, equal to a direct computation."""
+"""The evaluate modules shipped with the package, loaded by path offline, on small cases worked out by hand."""
 
 import numpy as np
 import pytest
 from transformers import EvalPrediction
 
-from lm_recipes import tasks
+from lm_recipes.tasks import classification_metrics, load_metric
+
+# Ten predictions of three classes, worked out by hand (accuracy: 7 of 10 right):
+#   class 0: tp 2 (items 0, 1), fp 1 (item 6), fn 1 (item 2) -> F1 = 2·2 / (2·2 + 1 + 1) = 4/6
+#   class 1: tp 3 (items 3, 4, 5), fp 1 (item 2), fn 1 (item 7) -> F1 = 6/8
+#   class 2: tp 2 (items 8, 9), fp 1 (item 7), fn 1 (item 6) -> F1 = 4/6
+REFERENCES = np.array([0, 0, 0, 1, 1, 1, 2, 1, 2, 2])
+PREDICTIONS = np.array([0, 0, 1, 1, 1, 1, 0, 2, 2, 2])
+F1 = [4 / 6, 6 / 8, 4 / 6]
 
 
-@pytest.fixture(scope="module")
-def labels():
-    rng = np.random.default_rng(0)
-    references = rng.integers(0, 5, 300)
-    predictions = np.where(rng.random(300) < 0.6, references, rng.integers(0, 5, 300))
-    predictions[predictions == 4] = 3  # one class is never predicted: its F1 is 0
-    return predictions, references
-
-
-def direct_f1(predictions, references, label):
-    tp = np.sum((predictions == label) & (references == label))
-    fp = np.sum((predictions == label) & (references != label))
-    fn = np.sum((predictions != label) & (references == label))
-    return 2 * tp / (2 * tp + fp + fn)
-
-
-def test_modules_load_offline_and_match_a_direct_computation(labels):
-    predictions, references = labels
-    accuracy, f1 = tasks.load_metric("accuracy"), tasks.load_metric("f1")
-    assert accuracy.compute(predictions=predictions, references=references)["accuracy"] == pytest.approx(
-        np.mean(predictions == references)
+def test_accuracy_and_f1_of_a_case_worked_by_hand():
+    accuracy, f1 = load_metric("accuracy"), load_metric("f1")
+    assert accuracy.compute(predictions=PREDICTIONS, references=REFERENCES)["accuracy"] == pytest.approx(0.7)
+    assert f1.compute(predictions=PREDICTIONS, references=REFERENCES, average=None)["f1"] == pytest.approx(F1)
+    assert f1.compute(predictions=PREDICTIONS, references=REFERENCES, average="macro")["f1"] == pytest.approx(
+        (4 / 6 + 6 / 8 + 4 / 6) / 3
     )
-    per_class = [direct_f1(predictions, references, c) for c in range(5)]
-    assert per_class[4] == 0
-    assert f1.compute(predictions=predictions, references=references, average=None)["f1"] == pytest.approx(per_class)
-    macro = f1.compute(predictions=predictions, references=references, average="macro")["f1"]
-    assert macro == pytest.approx(np.mean(per_class))
-    weighted = f1.compute(predictions=predictions, references=references, average="weighted")["f1"]
-    assert weighted == pytest.approx(np.average(per_class, weights=np.bincount(references)))
-    binary = f1.compute(predictions=(predictions == 2).astype(int), references=(references == 2).astype(int))
-    assert binary["f1"] == pytest.approx(per_class[2])
+    # Weighted by support (3, 4 and 3 of 10): 0.3·4/6 + 0.4·6/8 + 0.3·4/6 = 0.7
+    weighted = f1.compute(predictions=PREDICTIONS, references=REFERENCES, average="weighted")["f1"]
+    assert weighted == pytest.approx(0.7)
 
 
-def test_trainer_metrics_take_the_argmax_of_the_logits(labels):
-    predictions, references = labels
-    logits = np.eye(5)[predictions] + 0.01
-    metrics = tasks.classification_metrics()(EvalPrediction(predictions=logits, label_ids=references))
-    assert metrics["accuracy"] == pytest.approx(np.mean(predictions == references))
-    assert metrics["macro_f1"] == pytest.approx(np.mean([direct_f1(predictions, references, c) for c in range(5)]))
+def test_a_class_never_predicted_scores_zero_f1():
+    # Class 2 is never predicted: tp 0, so its F1 is 0 (and no division by zero); classes 0 and 1 are perfect.
+    f1 = load_metric("f1")
+    scores = f1.compute(predictions=[0, 1, 1, 0], references=[0, 1, 2, 0], average=None)["f1"]
+    assert scores == pytest.approx([1.0, 2 / 3, 0.0])  # class 1: tp 1, fp 1 (item 2) -> 2/3
+
+
+def test_binary_f1_is_that_of_the_positive_class():
+    f1 = load_metric("f1")
+    # tp 1 (item 0), fp 1 (item 1), fn 2 (items 2, 3): F1 = 2 / (2 + 1 + 2) = 0.4
+    assert f1.compute(predictions=[1, 1, 0, 0], references=[1, 0, 1, 1])["f1"] == pytest.approx(0.4)
+
+
+def test_trainer_metrics_take_the_argmax_of_the_logits():
+    logits = np.eye(3)[PREDICTIONS] * 2.0 - 0.5  # the predicted class has the highest logit
+    metrics = classification_metrics()(EvalPrediction(predictions=logits, label_ids=REFERENCES))
+    assert metrics == pytest.approx({"accuracy": 0.7, "macro_f1": (4 / 6 + 6 / 8 + 4 / 6) / 3})

@@ -15,7 +15,7 @@ import yaml
 from accelerate.commands.config import load_config_from_file
 
 from conftest import PRETRAIN, ROOT
-from lm_recipes import cli, evaluation, plots, samples
+from lm_recipes import cli, evaluation, generation, plots
 from lm_recipes import recipe as recipes
 
 README = (ROOT / "README.md").read_text()
@@ -121,7 +121,7 @@ def test_every_command_runs_or_is_accounted_for(page, command, workdir, tmp_path
     elif words[:2] == ["python", "scripts/plot.py"]:
         assert plots.main(words[2:]) == 0
         assert (workdir / "outputs" / "clm" / "training.png").is_file()
-    elif words[:2] == ["python", "scripts/evaluate.py"]:
+    elif words[:2] == ["python", "scripts/score.py"]:
         output = tmp_path / "evaluation.json"
         assert evaluation.main([*words[2:], "--cache_dir", cache_dir, "--output", str(output)]) == 0
         result = json.loads(output.read_text())
@@ -129,7 +129,7 @@ def test_every_command_runs_or_is_accounted_for(page, command, workdir, tmp_path
         if "--validation_files" in words:
             assert result["data"] == "validation_files: notes.txt"
     elif words[:2] == ["python", "scripts/generate.py"]:
-        assert samples.main(words[2:]) == 0
+        assert generation.main(words[2:]) == 0
         assert words[3] in capsys.readouterr().out
     elif words[0] == "python" and words[1].startswith("bench/"):
         # Benchmarks take minutes to hours (see their docstrings): here they parse their options.

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback, WandbCallback
 from transformers.integrations.integration_utils import default_logdir
 
-from . import flops
+from . import checkpoints, flops
 from . import samples as sampling
 
 logger = logging.getLogger(__name__)
@@ -174,8 +174,8 @@ class DivergenceGuard(TrainerCallback):
         self.lowest = min(self.lowest, loss)
 
     def _stop(self, args, state, what: str) -> None:
-        saved = sorted(Path(args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
-        kept = f"the last checkpoint, {saved[-1]}, is from before and intact" if saved else "no checkpoint was saved"
+        last = checkpoints.latest(args.output_dir)
+        kept = f"the last checkpoint, {last}, is from before and intact" if last else "no checkpoint was saved"
         raise Diverged(
             f"training diverged at step {state.global_step}: {what}. The run stopped; {kept}.\n"
             f"Try a lower learning_rate (now {args.learning_rate:g}), a longer warmup (warmup_steps, now "
@@ -209,8 +209,8 @@ class Samples(TrainerCallback):
     """At each evaluation, draw the recipe's samples: shown in the console, appended to output_dir/samples.jsonl
     (one record per evaluation) and sent to the loggers that take text."""
 
-    def __init__(self, trainer, watch, objective: str):
-        self.trainer, self.watch, self.objective = trainer, watch, objective
+    def __init__(self, trainer, watch, draw):
+        self.trainer, self.watch, self.draw = trainer, watch, draw  # draw: the task's draw_samples
         args = trainer.args
         # Sampling needs the whole model on one process; sharded training (FSDP, DeepSpeed ZeRO) does not have it.
         self.enabled = not (args.fsdp or args.deepspeed)
@@ -230,7 +230,9 @@ class Samples(TrainerCallback):
     def on_evaluate(self, args, state, control, **kwargs):
         if not (self.enabled and state.is_world_process_zero) or self.drawn_at(state.global_step):
             return
-        records = self.draw(args.seed)
+        records = self.draw(
+            self.trainer.model, self.trainer.processing_class, self.watch.samples, self.watch, args.seed
+        )
         text = sampling.describe(records)
         logger.info("samples at step %d:\n%s", state.global_step, text)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,18 +251,3 @@ class Samples(TrainerCallback):
             return False
         lines = self.path.read_text().splitlines()
         return bool(lines) and json.loads(lines[-1])["step"] == step
-
-    def draw(self, seed: int) -> list[dict]:
-        w, model, tokenizer = self.watch, self.trainer.model, self.trainer.processing_class
-        if self.objective == "mlm":
-            return sampling.fill_mask(model, tokenizer, w.samples, w.fill_mask_candidates)
-        return sampling.complete(
-            model,
-            tokenizer,
-            w.samples,
-            max_new_tokens=w.sample_max_new_tokens,
-            strategy=w.sample_strategy,
-            top_k=w.sample_top_k,
-            temperature=w.sample_temperature,
-            seed=seed,
-        )

@@ -27,15 +27,15 @@ from .recipe import RecipeError
 logger = logging.getLogger(__name__)
 
 BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-_FORMAT = 2  # bump when tokenization or grouping changes, so cached results are not reused
+FORMAT = 2  # bump when tokenization or grouping changes, so cached results are not reused
 _IDS = Features({"input_ids": List(Value("int32"))})
 
 
-def load_texts(args: DataArguments, seed: int, objective: str = "mlm") -> DatasetDict:
-    """{"train", "validation"} splits of documents; the text is in `args.text_column` (and for classification, the
-    label in `args.label_column`). The embedded corpus gives scenes, or for classification the genre task."""
+def load_texts(args: DataArguments, seed: int, labelled: bool = False) -> DatasetDict:
+    """{"train", "validation"} splits of documents; the text is in `args.text_column` (and for a `labelled` task,
+    the label in `args.label_column`). The embedded corpus gives scenes, or passages labelled by genre."""
     if args.uses_embedded_corpus():
-        raw = _embedded(args, objective)
+        raw = _embedded(args, labelled)
     elif args.dataset_name:
         try:
             raw = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
@@ -49,7 +49,7 @@ def load_texts(args: DataArguments, seed: int, objective: str = "mlm") -> Datase
     if "train" not in raw:
         raise RecipeError(f"the data has no train split (it has {sorted(raw)}); name a dataset with one")
     columns = raw["train"].column_names
-    for key in ("text_column", "label_column") if objective == "classification" else ("text_column",):
+    for key in ("text_column", "label_column") if labelled else ("text_column",):
         if getattr(args, key) not in columns:
             raise RecipeError(
                 f"{key}: `{getattr(args, key)}` is not a column of the training data; its columns are {columns}"
@@ -63,7 +63,7 @@ def load_texts(args: DataArguments, seed: int, objective: str = "mlm") -> Datase
     return DatasetDict(keep)
 
 
-def _embedded(args: DataArguments, objective: str) -> DatasetDict:
+def _embedded(args: DataArguments, labelled: bool) -> DatasetDict:
     try:
         train_plays, validation_plays = corpus.split_plays(args.validation_plays)
     except KeyError as e:
@@ -81,7 +81,7 @@ def _embedded(args: DataArguments, objective: str) -> DatasetDict:
         validation_plays = [p for p in validation_plays if catalogue[p] in genres]
         if not train_plays:
             raise RecipeError(f"genres: {genres} leave no training play once validation_plays are held out")
-    if objective == "classification":
+    if labelled:
         generate, kwargs = corpus.generate_passages, {"n_lines": args.passage_lines}
         features = Features({"text": Value("string"), "label": ClassLabel(names=genres), "play": Value("string")})
     else:
@@ -150,14 +150,13 @@ def read_files(args: DataArguments, data_files: dict[str, list[str]]) -> Dataset
 
 
 def build_blocks(
-    texts: DatasetDict, tokenizer: PreTrainedTokenizerBase, args: DataArguments, objective: str
+    texts: DatasetDict, tokenizer: PreTrainedTokenizerBase, args: DataArguments, mlm: bool
 ) -> DatasetDict:
-    """{"train", "validation"} datasets of `input_ids` blocks, each exactly `block_size` tokens."""
+    """{"train", "validation"} datasets of `input_ids` blocks, each exactly `block_size` tokens; documents marked
+    `[CLS] … [SEP]` for a masked LM (`mlm`), ended by the end-of-text token for a causal one."""
     out = {}
     for split, docs in texts.items():
-        ids = tokenize(
-            docs, tokenizer, args.text_column, objective, args.preprocessing_num_workers, args.overwrite_cache
-        )
+        ids = tokenize(docs, tokenizer, args.text_column, mlm, args.preprocessing_num_workers, args.overwrite_cache)
         blocks = group(ids, args.block_size, overwrite=args.overwrite_cache)
         total = int(pc.sum(pc.list_value_length(ids.data.column("input_ids"))).as_py() or 0)
         if len(blocks) == 0:
@@ -165,9 +164,7 @@ def build_blocks(
                 f"block_size: {args.block_size} tokens is more than the whole {split} split ({total} tokens); "
                 f"lower block_size or give more text"
             )
-        limit = args.max_train_samples if split == "train" else args.max_eval_samples
-        if limit is not None and limit < len(blocks):
-            blocks = blocks.select(range(limit))
+        blocks = first(blocks, args, split)
         logger.info(
             "%s: %d documents, %d tokens, %d blocks of %d", split, len(docs), total, len(blocks), args.block_size
         )
@@ -175,9 +172,18 @@ def build_blocks(
     return DatasetDict(out)
 
 
-def separators(tokenizer: PreTrainedTokenizerBase, objective: str) -> tuple[bool, int | None]:
+def first(dataset: Dataset, args: DataArguments, split: str, seed: int | None = None) -> Dataset:
+    """The split limited to `max_train_samples` / `max_eval_samples`: its first N rows, or with `seed` a seeded
+    sample of N (for labelled data, which often comes sorted by class)."""
+    limit = args.max_train_samples if split == "train" else args.max_eval_samples
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return (dataset if seed is None else dataset.shuffle(seed=seed)).select(range(limit))
+
+
+def separators(tokenizer: PreTrainedTokenizerBase, mlm: bool) -> tuple[bool, int | None]:
     """(let the tokenizer add [CLS]/[SEP], EOS id to append): how documents are marked before concatenation."""
-    if objective == "mlm":
+    if mlm:
         return True, None
     if tokenizer.eos_token_id is None:
         raise RecipeError("the tokenizer has no eos_token to separate documents for clm; use one that has")
@@ -185,14 +191,15 @@ def separators(tokenizer: PreTrainedTokenizerBase, objective: str) -> tuple[bool
 
 
 def tokenize(
-    docs: Dataset, tokenizer, text_column: str, objective: str, num_proc: int | None = None, overwrite: bool = False
+    docs: Dataset, tokenizer, text_column: str, mlm: bool, num_proc: int | None = None, overwrite: bool = False
 ) -> Dataset:
     """One row of token ids per non-empty document, separators included."""
     backend = tokenizer.backend_tokenizer
     backend.no_truncation()
     backend.no_padding()
-    add_special, eos_id = separators(tokenizer, objective)
-    fingerprint = Hasher.hash([_FORMAT, "tokenize", docs._fingerprint, backend.to_str(), text_column, objective])
+    add_special, eos_id = separators(tokenizer, mlm)
+    fingerprint = Hasher.hash([FORMAT, "tokenize", docs._fingerprint, backend.to_str(), text_column,
+                               "mlm" if mlm else "clm"])  # fmt: skip
     return docs.map(
         _tokenize_batch,
         batched=True,
@@ -231,7 +238,7 @@ def group(ids: Dataset, block_size: int, overwrite: bool = False) -> Dataset:
     """
     lengths = pc.list_value_length(ids.data.column("input_ids")).to_numpy(zero_copy_only=False)
     starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-    fingerprint = Hasher.hash([_FORMAT, "group", ids._fingerprint, block_size])
+    fingerprint = Hasher.hash([FORMAT, "group", ids._fingerprint, block_size])
     return (
         ids.with_format("arrow")
         .map(
@@ -267,82 +274,3 @@ def _group_batch(batch, indices, starts, block_size, source):
         tokens = np.concatenate([tokens, _flat(source.with_format("arrow")[stop:upto]["input_ids"])])
     lo = k0 * block_size - begin
     return _ids_table(tokens[lo : lo + (k1 - k0) * block_size], np.full(k1 - k0, block_size, np.int32))
-
-
-def encode_labels(texts: DatasetDict, column: str) -> tuple[DatasetDict, list[str]]:
-    """The label column as class ids of one `ClassLabel` shared by every split, and the class names.
-
-    Names come from a `ClassLabel` column as they are, from string labels sorted, and ids 0..n-1 name themselves.
-    """
-    train = texts["train"]
-    feature = train.features[column]
-    if isinstance(feature, ClassLabel):
-        names = list(feature.names)
-    else:
-        values = train.unique(column)
-        if None in values:
-            raise RecipeError(f"label_column: some training rows have no `{column}`; label them or leave them out")
-        if values and all(isinstance(v, str) for v in values):
-            names = sorted(values)
-        elif values and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
-            names = [str(i) for i in range(max(values) + 1)]
-        else:
-            raise RecipeError(
-                f"label_column: `{column}` must hold class names (strings) or class ids (integers from 0); "
-                f"it holds {sorted(map(repr, values))[:5]}"
-            )
-    if len(names) < 2:
-        raise RecipeError(f"label_column: `{column}` has one class ({names}); a classifier needs two or more")
-    label = ClassLabel(names=names)
-    out = {}
-    for split, ds in texts.items():
-        if ds.features[column] == label:
-            out[split] = ds
-            continue
-        if not isinstance(ds.features[column], ClassLabel):
-            found = {str(v) for v in ds.unique(column)}
-            missing = sorted(found - set(names))
-            if missing:
-                raise RecipeError(
-                    f"label_column: the {split} split has labels the training split lacks ({missing[:5]}); "
-                    f"every class must appear in training"
-                )
-        out[split] = ds.cast_column(column, label)
-    return DatasetDict(out), names
-
-
-def build_examples(
-    texts: DatasetDict, tokenizer: PreTrainedTokenizerBase, args: DataArguments, seed: int
-) -> DatasetDict:
-    """Classification: each text tokenized on its own (at most `block_size` tokens) with its label in `labels`."""
-    out = {}
-    for split, docs in texts.items():
-        fingerprint = Hasher.hash(
-            [_FORMAT, "classify", docs._fingerprint, tokenizer.backend_tokenizer.to_str(), args.text_column,
-             args.label_column, args.block_size]
-        )  # fmt: skip
-        examples = docs.map(
-            _encode_batch,
-            batched=True,
-            fn_kwargs={"tokenizer": tokenizer, "args": args},
-            remove_columns=docs.column_names,
-            num_proc=args.preprocessing_num_workers,
-            new_fingerprint=fingerprint,
-            load_from_cache_file=not args.overwrite_cache,
-            desc=f"Tokenizing {split}",
-        )
-        limit = args.max_train_samples if split == "train" else args.max_eval_samples
-        if limit is not None and limit < len(examples):
-            # A seeded sample rather than the first N: labelled data often comes sorted (the genre task by play).
-            examples = examples.shuffle(seed=seed).select(range(limit))
-        counts = np.bincount(examples["labels"], minlength=getattr(docs.features[args.label_column], "num_classes", 0))
-        logger.info("%s: %d examples, per class %s", split, len(examples), counts.tolist())
-        out[split] = examples
-    return DatasetDict(out)
-
-
-def _encode_batch(batch, tokenizer, args):
-    texts = [t or "" for t in batch[args.text_column]]
-    encoded = tokenizer(texts, truncation=True, max_length=args.block_size)
-    encoded["labels"] = batch[args.label_column]
-    return encoded

@@ -1,14 +1,13 @@
-"""Evaluation: the loss and perplexity of a trained MLM or CLM checkpoint on held-out text (`scripts/evaluate.py`).
+"""Evaluation: the loss and perplexity of a trained MLM or CLM checkpoint on held-out text (`scripts/score.py`).
 
 CLM: sliding-window perplexity over the validation blocks joined into one token stream, as in the transformers guide
 "Perplexity of fixed-length models"; with stride == block_size it scores the tokens the Trainer's eval_loss does. MLM:
 the masked-token loss at a fixed masking seed, averaged over batches as `Trainer.evaluate` averages it. The data keys
-default to the run's own recipe.yaml, so `evaluate.py outputs/clm` scores exactly the run's validation blocks.
+default to the run's own recipe.yaml, so `score.py outputs/clm` scores exactly the run's validation blocks.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import sys
@@ -20,14 +19,15 @@ import torch
 import torch.nn.functional as F
 import yaml
 from datasets import Dataset, DatasetDict
-from transformers import HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DataCollatorForLanguageModeling, HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase
 
-from . import data, models, tasks
+from . import data, models
 from . import tokenizer as tokenizers
 from .arguments import DataArguments
-from .recipe import Parser, RecipeError
+from .recipe import Parser, RecipeError, block_size_problem, closest
+from .tasks import Task, perplexity
 
-USAGE = "evaluate.py CHECKPOINT [--key value ...]"
+USAGE = "score.py CHECKPOINT [--key value ...]"
 DESCRIPTION = (
     "Score an mlm or clm checkpoint on held-out text. Prints JSON (checkpoint, objective, split, data, recipe, loss, "
     "perplexity, accuracy, tokens, blocks, block_size, loss_averaging; clm adds stride and windows, mlm adds seed, "
@@ -57,7 +57,7 @@ class EvaluateArguments:
 
 
 def build_parser() -> HfArgumentParser:
-    parser = Parser((DataArguments, EvaluateArguments), prog="evaluate.py", usage=USAGE, description=DESCRIPTION,
+    parser = Parser((DataArguments, EvaluateArguments), prog="score.py", usage=USAGE, description=DESCRIPTION,
                      allow_abbrev=False)  # fmt: skip
     parser.add_argument("checkpoint", help="Output or checkpoint-N folder of an mlm or clm run, or any folder with "
                         "a fill-mask or causal LM model and its tokenizer.")  # fmt: skip
@@ -87,9 +87,7 @@ def parse(argv: list[str]) -> tuple[str, DataArguments, EvaluateArguments, str |
         if flag is None:
             raise RecipeError(f"unexpected argument {unknown[0]}; give one CHECKPOINT, first, then --key value pairs")
         options = [f.name for dc in (DataArguments, EvaluateArguments) for f in fields(dc)]
-        close = difflib.get_close_matches(flag.lstrip("-").split("=")[0], options, n=1)
-        hint = f"did you mean --{close[0]}?" if close else "see `evaluate.py --help` for the options"
-        raise RecipeError(f"unknown option {flag}; {hint}")
+        raise RecipeError(f"unknown option {flag}{closest(flag.lstrip('-').split('=')[0], options, 'score.py')}")
     defaults, source = recipe_defaults(Path(known.checkpoint))
     parser.set_defaults(**defaults)
     try:
@@ -123,22 +121,18 @@ def contradictions(given: set[str], eval_args: EvaluateArguments) -> list[str]:
     return problems
 
 
-def check(data_args: DataArguments, eval_args: EvaluateArguments, objective: str, positions: int) -> list[str]:
+def check(data_args: DataArguments, eval_args: EvaluateArguments, task: Task, positions: int) -> list[str]:
     """Every problem with the keys for this model, found before any data is read."""
     block, stride, problems = data_args.block_size, eval_args.stride, []
-    if block < 2:
-        problems.append(f"block_size: {block} must be at least 2 tokens")
-    elif block > positions:
-        problems.append(
-            f"block_size: {block} tokens exceeds the model's {positions} positions; use {positions} or less"
-        )
-    if stride is not None and objective == "mlm":
-        problems.append("stride: slides clm windows only; drop it for an mlm checkpoint")
+    if problem := block_size_problem(block, positions, "the checkpoint"):
+        problems.append(problem)
+    if stride is not None and task.fixed_eval_masks:
+        problems.append(f"stride: slides clm windows only; drop it for an {task.name} checkpoint")
     elif stride is not None and not 1 <= stride <= block:
         problems.append(f"stride: {stride} must be from 1 to block_size ({block}) tokens; e.g. --stride {block // 2}")
     if eval_args.batch_size < 1:
         problems.append(f"batch_size: {eval_args.batch_size} must be at least 1 block")
-    if objective == "mlm" and not 0 < data_args.mlm_probability < 1:
+    if task.fixed_eval_masks and not 0 < data_args.mlm_probability < 1:
         problems.append(f"mlm_probability: {data_args.mlm_probability} must be in (0, 1), e.g. 0.15")
     return problems
 
@@ -150,8 +144,7 @@ def evaluate_clm(model: PreTrainedModel, blocks: Dataset, stride: int | None = N
     Each window scores only the tokens no earlier window reached; the ones before are context. A window's first
     token has no context and is never scored, so stride == block_size scores block_size - 1 tokens of each block
     (the Trainer's eval_loss) and a smaller stride scores every token after the stream's first exactly once.
-    (transformers 5.23's Trainer alone divides GPT2LMHeadModel's summed loss by block_size tokens per block, since
-    the model names no `loss_type`; models.build names it, so lm-recipes' runs report this loss.)
+    (lm-recipes' runs report this loss: tasks.token_loss divides by the predicted tokens, block_size - 1 a block.)
     """
     stream = torch.tensor(blocks["input_ids"], dtype=torch.long).flatten()
     block = len(blocks[0]["input_ids"])
@@ -181,7 +174,7 @@ def evaluate_clm(model: PreTrainedModel, blocks: Dataset, stride: int | None = N
         correct += int((picked.argmax(-1) == targets).sum())
         scored += len(targets)
     loss = nll / scored
-    return {"loss": loss, "perplexity": tasks.perplexity(loss), "accuracy": correct / scored, "tokens": scored,
+    return {"loss": loss, "perplexity": perplexity(loss), "accuracy": correct / scored, "tokens": scored,
             "blocks": len(blocks), "block_size": block, "stride": stride, "windows": len(windows),
             "loss_averaging": "summed negative log-likelihood of the scored tokens / tokens"}  # fmt: skip
 
@@ -200,7 +193,7 @@ def evaluate_mlm(
     Like `Trainer.evaluate`: each batch's mean masked-token loss, averaged over batches weighted by blocks per batch;
     a batch with no masked token has no loss and is left out, as the Trainer drops its NaN.
     """
-    collate = tasks.collator("mlm", tokenizer, mlm_probability, seed=seed)
+    collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=seed)  # as training
     weighted, weight, correct, masked = 0.0, 0, 0, 0
     for start in range(0, len(blocks), batch_size):
         rows = blocks[start : start + batch_size]["input_ids"]
@@ -218,7 +211,7 @@ def evaluate_mlm(
     if masked == 0:
         raise RecipeError("mlm_probability: no token was masked in any block; raise it (0.15 is usual)")
     loss = weighted / weight
-    return {"loss": loss, "perplexity": tasks.perplexity(loss), "accuracy": correct / masked, "tokens": masked,
+    return {"loss": loss, "perplexity": perplexity(loss), "accuracy": correct / masked, "tokens": masked,
             "blocks": len(blocks), "block_size": len(blocks[0]["input_ids"]), "seed": seed,
             "mlm_probability": mlm_probability, "batch_size": batch_size,
             "loss_averaging": "mean over batches of each batch's mean masked-token loss, weighted by its blocks "
@@ -241,8 +234,8 @@ def describe(args: DataArguments, docs: Dataset, split: str, seed: int, blocks: 
 def evaluate_checkpoint(checkpoint: str, data_args: DataArguments, eval_args: EvaluateArguments) -> dict:
     """Load the checkpoint and its tokenizer, build the split's blocks as training did, and score them."""
     folder = Path(checkpoint)
-    model, objective = models.load_checkpoint(checkpoint)
-    problems = check(data_args, eval_args, objective, models.positions(model))
+    model, task = models.load_checkpoint(checkpoint)
+    problems = check(data_args, eval_args, task, models.positions(model))
     if problems:
         raise RecipeError(problems)
     tokenizer = tokenizers.load(str(folder), "CHECKPOINT")
@@ -250,21 +243,21 @@ def evaluate_checkpoint(checkpoint: str, data_args: DataArguments, eval_args: Ev
     if split == "validation" and data_args.validation_files:
         texts = data.load_validation_files(data_args)  # what to score, whatever the run trained on
     else:
-        texts = data.load_texts(data_args, eval_args.split_seed, objective)
+        texts = data.load_texts(data_args, eval_args.split_seed)
     if split not in texts:
         raise RecipeError(
             f"split: the data has no {split} split; set validation_plays, validation_files or "
             f"validation_split_percentage > 0, or pass --split train"
         )
-    blocks = data.build_blocks(DatasetDict({split: texts[split]}), tokenizer, data_args, objective)[split]
-    if objective == "clm":
-        result = evaluate_clm(model, blocks, eval_args.stride, eval_args.batch_size)
-    else:
+    blocks = task.build_datasets(DatasetDict({split: texts[split]}), tokenizer, data_args, eval_args.split_seed)[split]
+    if task.fixed_eval_masks:
         result = evaluate_mlm(
             model, tokenizer, blocks, data_args.mlm_probability, eval_args.seed, eval_args.batch_size
         )
+    else:
+        result = evaluate_clm(model, blocks, eval_args.stride, eval_args.batch_size)
     where = describe(data_args, texts[split], split, eval_args.split_seed, len(blocks))
-    return {"checkpoint": str(folder), "objective": objective, "split": split, "data": where, **result}
+    return {"checkpoint": str(folder), "objective": task.name, "split": split, "data": where, **result}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint, data_args, eval_args, source = parse(argv)
         result = {**evaluate_checkpoint(checkpoint, data_args, eval_args), "recipe": source}
     except RecipeError as e:
-        print(f"error: evaluate.py cannot run:\n{e}\nusage: {USAGE}", file=sys.stderr)
+        print(f"error: score.py cannot run:\n{e}\nusage: {USAGE}", file=sys.stderr)
         return 2
     text = json.dumps(result, indent=2)
     output = Path(eval_args.output or Path(checkpoint) / "evaluation.json")

@@ -15,12 +15,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from huggingface_hub import HfApi, ModelCard, ModelCardData, get_token, hf_hub_download, snapshot_download
+from huggingface_hub import HfApi, get_token, hf_hub_download, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import TrainerCallback
 from transformers.trainer_utils import HubStrategy
 
-from . import callbacks, corpus
+from . import callbacks, checkpoints
 from . import recipe as recipes
 from .recipe import Recipe, RecipeError
 
@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 # file missing from the local cache).
 HUB_ERRORS = (HfHubHTTPError, HfHubHTTPError.__bases__[0], OSError)
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-_TEMPLATE = Path(__file__).parent / "templates" / "modelcard.md"
 
 
 class PushError(Exception):
@@ -60,10 +59,6 @@ class Uploads(TrainerCallback):
         self.trainer = trainer
         self.jobs: dict = {}  # future -> (step, "model" or "checkpoint"): what it uploads
         self.failed: dict[tuple[int, str], str] = {}  # (step, what) -> what went wrong
-
-    def attach(self) -> None:
-        # After DefaultFlowCallback, before every logger and watcher: on_log must wait before they write.
-        self.trainer.callback_handler.callbacks.insert(1, self)
 
     def on_push_begin(self, args, state, control, **kwargs):
         callbacks.flush_writers(self.trainer)
@@ -104,6 +99,16 @@ class Uploads(TrainerCallback):
         }
 
 
+def attach(trainer) -> Uploads | None:
+    """With push_to_hub, the callback that watches the Trainer's uploads, placed after DefaultFlowCallback and before
+    every logger and watcher (its on_log must wait before they write); None without."""
+    if not trainer.args.push_to_hub:
+        return None
+    uploads = Uploads(trainer)
+    trainer.callback_handler.callbacks.insert(1, uploads)
+    return uploads
+
+
 def finish(trainer, uploads: Uploads | None) -> None:
     """The final push: model, tokenizer, recipe, results, plots and model card, then the checkpoints the strategy
     keeps in the repo that did not arrive. Raises PushError naming everything the repo is still missing."""
@@ -139,12 +144,12 @@ def finish(trainer, uploads: Uploads | None) -> None:
 def _push_missing_checkpoints(trainer, uploaded: set[int]) -> list[str]:
     """Upload the local checkpoints whose own upload failed or was skipped (for `checkpoint`, only the last)."""
     args = trainer.args
-    local = sorted(Path(args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    local = checkpoints.saved(args.output_dir)
     if args.hub_strategy == HubStrategy.CHECKPOINT:
         local = local[-1:]
     problems = []
     for folder in local:
-        step = int(folder.name.split("-")[-1])
+        step = checkpoints.step(folder)
         if step in uploaded:
             continue
         in_repo = "last-checkpoint" if args.hub_strategy == HubStrategy.CHECKPOINT else folder.name
@@ -180,65 +185,12 @@ def _compare(trainer) -> list[str]:
     missing = sorted(local - remote)
     extra = sorted(
         f for f in remote - local if f != ".gitattributes" and f.split("/")[0] != "last-checkpoint"
-        and not re.fullmatch(r"checkpoint-\d+", f.split("/")[0])
+        and checkpoints.step(f.split("/")[0]) is None
     )  # fmt: skip
     if extra:
         logger.warning("Hub: %s also holds files this run did not write (left as they are): %s", trainer.hub_model_id,
                        ", ".join(extra[:10]))  # fmt: skip
     return [f"files missing from the repo: {', '.join(missing[:10])}"] if missing else []
-
-
-def write_model_card(trainer, recipe: Recipe) -> Path:
-    """README.md for the repo: what was trained, on what, with which recipe, and what it reached."""
-    from .tasks import TASKS  # tasks imports the model classes: only needed once a card is written
-
-    args, d, m = recipe.training, recipe.data, recipe.model
-    out = Path(args.output_dir)
-    results_path = out / "all_results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    shown = {k: v for k, v in results.items() if k in ("eval_loss", "eval_perplexity", "eval_accuracy",
-                                                        "eval_macro_f1", "train_loss")}  # fmt: skip
-    model = trainer.model
-    start = m.model_name_or_path
-    from_hub = bool(start) and not Path(start).exists() and _REPO_ID.match(start) is not None
-    data = {
-        "embedded": d.uses_embedded_corpus(),
-        "dataset_name": d.dataset_name,
-        "dataset_config_name": d.dataset_config_name,
-        "train_files": [Path(f).name for f in d.train_files or []],
-        # With `genres`, only the held-out plays of those genres are validated on.
-        "validation_plays": [p for p in d.validation_plays if not d.genres or corpus.plays().get(p) in d.genres],
-        "genres": d.genres,
-    }
-    card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag=TASKS[m.objective].pipeline,
-        tags=["lm-recipes", m.objective, model.config.model_type],
-        datasets=[d.dataset_name] if d.dataset_name else None,
-        base_model=start if from_hub else None,
-        model_name=trainer.hub_model_id or out.name,
-    )
-    card = ModelCard.from_template(
-        card_data,
-        template_path=str(_TEMPLATE),
-        repo_id=trainer.hub_model_id or out.name,
-        architecture=type(model).__name__,
-        parameters=f"{model.num_parameters():,}",
-        objective=m.objective,
-        start=start,
-        labels=list(model.config.id2label.values()) if m.objective == "classification" else None,
-        data=data,
-        steps=trainer.state.global_step,
-        tokens=trainer.state.num_input_tokens_seen or None,
-        results=shown,
-        recipe=recipes.dump(recipe),
-        pipeline=TASKS[m.objective].pipeline,
-        # What loads the model as this card is read: the Hub id once pushed, else the folder as the run named it.
-        load_from=trainer.hub_model_id if args.push_to_hub and trainer.hub_model_id else args.output_dir,
-    )
-    path = out / "README.md"
-    card.save(path)
-    return path
 
 
 def is_repo_id(value: str) -> bool:
@@ -261,7 +213,7 @@ def find_checkpoint(recipe: Recipe, repo_id: str) -> tuple[str, int, dict]:
             f"({describe(e, args.hub_token)}); give a checkpoint folder, or check the repo id, token and network"
         ) from None
     folders = {f.split("/")[0] for f in files if "/" in f}
-    numbered = sorted((f for f in folders if re.fullmatch(r"checkpoint-\d+", f)), key=lambda f: int(f.split("-")[1]))
+    numbered = checkpoints.numbered(list(folders))
     folder = "last-checkpoint" if "last-checkpoint" in folders else numbered[-1] if numbered else None
     if folder is None or "recipe.yaml" not in files or f"{folder}/trainer_state.json" not in files:
         raise RecipeError(f"resume_from_checkpoint: the Hub repo {repo_id} holds no checkpoint and recipe.yaml; {fix}")

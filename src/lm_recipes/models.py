@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
 
 from .arguments import ModelArguments
 from .recipe import RecipeError
-from .tasks import CONFIGS, TASKS, objective_of
-
-logger = logging.getLogger(__name__)
+from .tasks import CONFIGS, TASKS, Task, task_of
 
 
 def config_for(
@@ -68,35 +64,23 @@ def build(
     args: ModelArguments, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None = None
 ) -> PreTrainedModel:
     """The model to train: the checkpoint at model_name_or_path (a classifier gets a new head for `labels`), or a
-    new one sized by the recipe."""
+    new one sized by the recipe. Its loss is the task's (training.LMTrainer), not the model's own."""
     task = TASKS[args.objective]
-    if args.model_name_or_path:
-        # A classifier checkpoint with other classes gets a new head rather than a shape error.
-        kwargs = {**label_kwargs(labels), "ignore_mismatched_sizes": True} if labels else {}
-        try:
-            model = task.auto_class.from_pretrained(args.model_name_or_path, **kwargs)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise RecipeError(f"model_name_or_path: cannot load a {args.objective} model from it ({e})") from None
-        if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
-            model.config.pad_token_id = tokenizer.pad_token_id  # GPT-2 classifiers find each text's end by it
-    else:
-        model = task.model_classes[args.resolved_model_type](config_for(args, tokenizer, labels))
-    if args.objective == "clm" and LOSS_MAPPING.get(model.loss_type) is not ForCausalLMLoss:
-        # GPT2LMHeadModel's name maps to no loss_type in transformers 5, so the Trainer does not know its loss shifts
-        # the labels: it counts B x T tokens per batch where B x (T - 1) are predicted, and every logged loss (and the
-        # gradients) came out (T - 1) / T of the true mean. Naming the loss the model computes anyway fixes the count.
-        model.loss_type = "ForCausalLM"
-    if not loss_honours_num_items(model, per_sequence=args.objective == "classification"):
-        # The Trainer passes `num_items_in_batch` to any model whose forward takes **kwargs and then skips its own
-        # division by gradient_accumulation_steps. transformers 5's BertForMaskedLM takes the kwargs but averages
-        # per micro-batch anyway, so its gradients and logged loss would grow with accumulation and processes.
-        # accepts_loss_kwargs=False is the Trainer's own switch back to dividing.
-        model.accepts_loss_kwargs = False
+    if not args.model_name_or_path:
+        return task.model_classes[args.resolved_model_type](config_for(args, tokenizer, labels))
+    # A classifier checkpoint with other classes gets a new head rather than a shape error.
+    kwargs = {**label_kwargs(labels), "ignore_mismatched_sizes": True} if labels else {}
+    try:
+        model = task.auto_class.from_pretrained(args.model_name_or_path, **kwargs)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise RecipeError(f"model_name_or_path: cannot load a {args.objective} model from it ({e})") from None
+    if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id  # GPT-2 classifiers find each text's end by it
     return model
 
 
-def load_checkpoint(path: str) -> tuple[PreTrainedModel, str]:
-    """(model, objective) of an mlm or clm checkpoint (a run's output_dir, a checkpoint-N folder or a Hub id), for the
+def load_checkpoint(path: str) -> tuple[PreTrainedModel, Task]:
+    """(model, task) of an mlm or clm checkpoint (a run's output_dir, a checkpoint-N folder or a Hub id), for the
     scripts that use one; RecipeError naming CHECKPOINT for anything else."""
     fix = "pass the output folder or a checkpoint-N folder of an mlm or clm run"
     try:
@@ -104,16 +88,16 @@ def load_checkpoint(path: str) -> tuple[PreTrainedModel, str]:
     except (OSError, ValueError) as e:
         where = "has no config.json" if Path(path).is_dir() else f"is not a folder or Hub model id ({e})"
         raise RecipeError(f"CHECKPOINT: {path} {where}; {fix}") from None
-    objective = objective_of(config)
-    if objective is None:
+    task = task_of(config)
+    if task is None:
         held = ", ".join(config.architectures or []) or "a model of no named architecture"
         raise RecipeError(f"CHECKPOINT: {path} holds {held}, not a masked or causal language model; {fix}")
     try:
-        model = TASKS[objective].auto_class.from_pretrained(path)
+        model = task.auto_class.from_pretrained(path)
     except (OSError, ValueError, RuntimeError) as e:
-        raise RecipeError(f"CHECKPOINT: cannot load the {objective} model in {path} ({e})") from None
+        raise RecipeError(f"CHECKPOINT: cannot load the {task.name} model in {path} ({e})") from None
     device = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else "cpu"
-    return model.to(device).eval(), objective
+    return model.to(device).eval(), task
 
 
 def sizes(model: PreTrainedModel) -> dict:
@@ -136,23 +120,6 @@ def sizes(model: PreTrainedModel) -> dict:
         "intermediate_size": inner,
         "max_position_embeddings": positions(model),
     }
-
-
-@torch.no_grad()
-def loss_honours_num_items(model: PreTrainedModel, per_sequence: bool = False) -> bool:
-    """Whether the model's loss is a sum over `num_items_in_batch`, found by asking it on a 4-token input."""
-    training = model.training
-    model.eval()
-    ids = torch.full((1, 4), min(5, model.config.vocab_size - 1), dtype=torch.long, device=model.device)
-    # A classifier takes one label per sequence, a language model one per token.
-    labels = torch.zeros(1, dtype=torch.long, device=model.device) if per_sequence else ids
-    try:
-        one, two = (model(input_ids=ids, labels=labels, num_items_in_batch=n).loss for n in (4, 8))
-    except TypeError:  # forward has no such argument: the Trainer will not pass it either
-        return True
-    finally:
-        model.train(training)
-    return bool(torch.isclose(one, 2 * two, rtol=1e-3))
 
 
 def positions(model: PreTrainedModel) -> int:

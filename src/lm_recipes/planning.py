@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from . import flops, plots
+from .tasks import TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def lines(recipe, train_size: int, model) -> list[str]:
     )
     epochs = steps * per_step / max(train_size, 1)
     compute = steps * per_step * block * flops.flops_per_token(model, block)
-    if recipe.model.objective == "classification":
+    if TASKS[recipe.model.objective].labelled:  # examples of up to block_size tokens, not blocks
         data_lines = [
             f"training examples: {train_size:,} of at most {block} tokens",
             batch,

@@ -26,6 +26,7 @@ from .arguments import (
     TrainingArguments,
     WatchArguments,
 )
+from .samples import mask_problem
 
 
 class RecipeError(Exception):
@@ -105,9 +106,23 @@ def recipe_keys() -> list[str]:
     return [f.name for dc in DATACLASSES for f in fields(dc) if f.init]
 
 
-def _close(key: str, keys: list[str]) -> str:
+def closest(key: str, keys: list[str], command: str = "train.py RECIPE") -> str:
+    """The end of an unknown-key message: the closest valid key, or where the valid ones are listed."""
     match = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
-    return f"; did you mean `{match[0]}`?" if match else "; see `train.py RECIPE --help` for the valid keys"
+    return f"; did you mean `{match[0]}`?" if match else f"; see `{command} --help` for the valid keys"
+
+
+def block_size_problem(block_size: int, positions: int, checkpoint: str | None = None) -> str | None:
+    """The block_size rules, for a recipe's model or a checkpoint's: at least 2 tokens, at most its positions."""
+    if block_size < 2:
+        return f"block_size: {block_size} must be at least 2 tokens"
+    if block_size <= positions:
+        return None
+    if checkpoint is None:
+        return (f"block_size: {block_size} tokens is more than the model's {positions} positions; lower block_size "
+                f"or raise max_position_embeddings")  # fmt: skip
+    return (f"block_size: {block_size} tokens is more than the {positions} positions of {checkpoint}; use {positions} "
+            f"or less")  # fmt: skip
 
 
 def _to_argv(raw: dict) -> list[str]:
@@ -180,7 +195,7 @@ def load(argv: list[str]) -> Recipe:
     raw, source = read(path)
 
     keys = recipe_keys()
-    problems = [f"{source[k]}: unknown key `{k}`{_close(k, keys)}" for k in raw if k not in keys]
+    problems = [f"{source[k]}: unknown key `{k}`{closest(k, keys)}" for k in raw if k not in keys]
     argv_all = _to_argv({k: v for k, v in raw.items() if k in keys}) + list(overrides)
 
     # Each flag on its own first, so one bad value does not hide the others; the good ones are then parsed
@@ -190,7 +205,7 @@ def load(argv: list[str]) -> Recipe:
     for flag, values in _split_flags(argv_all):
         name = flag[2:] if flag.startswith("--") else flag
         if not flag.startswith("--") or name not in keys:
-            problems.append(f"command line: unknown flag `{flag}`{_close(name, keys)}")
+            problems.append(f"command line: unknown flag `{flag}`{closest(name, keys)}")
             continue
         try:
             parser.parse_known_args([flag, *values])
@@ -242,17 +257,14 @@ def check(recipe: Recipe) -> list[str]:
         for key in ("num_layers", "hidden_size", "intermediate_size", "max_position_embeddings"):
             if getattr(m, key) < 1:
                 problems.append(f"{key}: must be a positive number of {'layers' if key == 'num_layers' else 'units'}")
-        if d.block_size > m.max_position_embeddings:
-            problems.append(
-                f"block_size: {d.block_size} tokens is more than the model's {m.max_position_embeddings} positions; "
-                f"lower block_size or raise max_position_embeddings"
-            )
+        if problem := block_size_problem(d.block_size, m.max_position_embeddings):
+            problems.append(problem)
     for key in ("dropout", "attention_dropout", "mlm_probability"):
         part = m if hasattr(m, key) else d
         if not 0 <= getattr(part, key) < 1:
             problems.append(f"{key}: {getattr(part, key)} must be in [0, 1)")
-    if d.block_size < 2:
-        problems.append(f"block_size: {d.block_size} must be at least 2 tokens")
+    if not scratch and (problem := block_size_problem(d.block_size, d.block_size)):  # positions known once loaded
+        problems.append(problem)
     if t.tokenizer_name is None and m.model_name_or_path is None:
         special = 5 if model_type == "bert" else 2
         floor = special + (256 if model_type == "gpt2" else 0)
@@ -280,11 +292,9 @@ def check_watch(recipe: Recipe) -> list[str]:
     w, m, a = recipe.watch, recipe.model, recipe.training
     problems = []
     if w.samples and m.objective == "mlm" and not m.model_name_or_path:
-        # A checkpoint's mask token is known once its tokenizer is loaded; training.build_trainer checks those.
-        bad = [s for s in w.samples if s.count("[MASK]") != 1]
-        if bad:
-            problems.append(f"samples: each mlm sentence needs exactly one [MASK] to fill; {bad[0]!r} has "
-                            f"{bad[0].count('[MASK]')}")  # fmt: skip
+        # A checkpoint's mask token is known once its tokenizer is loaded; preparation.prepare checks those.
+        if problem := mask_problem("[MASK]", w.samples):
+            problems.append(f"samples: {problem}")
     for key in ("sample_top_k", "sample_max_new_tokens", "fill_mask_candidates"):
         if getattr(w, key) < 1:
             problems.append(f"{key}: {getattr(w, key)} must be at least 1")

@@ -1,13 +1,21 @@
-"""Objectives: what each one trains (model classes), how its batches are made (collator) and what it reports."""
+"""Objectives: everything that differs between mlm, clm and classification, in one `Task` record each.
+
+The rest of the package reaches an objective through `TASKS[name]` (or `task_of(config)` for a checkpoint) and
+never compares its name: which model classes it builds and loads, how texts become its dataset, its collator, its
+loss, what its evaluations report, what samples it draws, and what a uniform guess scores.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
 import evaluate
 import numpy as np
+import torch
+import torch.nn.functional as F
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
@@ -21,46 +29,44 @@ from transformers import (
     GPT2Config,
     GPT2ForSequenceClassification,
     GPT2LMHeadModel,
+    PretrainedConfig,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+from . import data, labels, samples
+
 CONFIGS = {"bert": BertConfig, "gpt2": GPT2Config}
+IGNORE = -100  # the label of a position that is not predicted (an unmasked token, padding, a block's last token)
 
 
-@dataclass(frozen=True)
-class Task:
-    auto_class: type  # loads a trained checkpoint of any architecture for this objective
-    model_classes: dict[str, type]  # model_type -> the class built from scratch
-    pipeline: str  # the transformers pipeline (and Hub pipeline tag) that runs the result
+def token_loss(outputs, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+    """Cross-entropy summed over the labelled positions (tokens, or sequences for a classifier) and divided by
+    `num_items_in_batch`: the Trainer's count of labelled positions in every micro-batch of the optimizer step, on
+    every process. So one step with gradient accumulation or several processes has the gradient of one step on all
+    their examples as a single batch. Evaluation passes no count: the batch's own mean, as the Trainer averages it.
+    """
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    labels = labels.to(logits.device)
+    total = F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else (labels != IGNORE).sum()
+    return total / count
 
 
-TASKS = {
-    "mlm": Task(AutoModelForMaskedLM, {"bert": BertForMaskedLM}, "fill-mask"),
-    "clm": Task(AutoModelForCausalLM, {"gpt2": GPT2LMHeadModel}, "text-generation"),
-    "classification": Task(
-        AutoModelForSequenceClassification,
-        {"bert": BertForSequenceClassification, "gpt2": GPT2ForSequenceClassification},
-        "text-classification",
-    ),
-}
+class CausalCollator(DataCollatorForLanguageModeling):
+    """The causal collator with its labels shifted here rather than inside the model: label t is the token that
+    position t predicts (t + 1), a block's last position has none. The Trainer then counts exactly the predicted
+    tokens, and `token_loss` and the accuracy compare position with position."""
 
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, **kwargs):
+        super().__init__(tokenizer=tokenizer, mlm=False, **kwargs)
 
-def collator(
-    objective: str,
-    tokenizer: PreTrainedTokenizerBase,
-    mlm_probability: float = 0.15,
-    seed: int | None = None,
-    pad_to_multiple_of: int | None = None,
-):
-    """MLM: `mlm_probability` of the tokens are picked, 80% of those become [MASK], 10% a random token, 10% stay.
-    CLM: labels are the inputs (the model shifts them), padding excluded from the loss. Classification: examples
-    padded to the longest of the batch (to a multiple of 8 under bf16/fp16, where tensor cores want it)."""
-    if objective == "classification":
-        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
-    return DataCollatorForLanguageModeling(
-        tokenizer=tokenizer, mlm=objective == "mlm", mlm_probability=mlm_probability, seed=seed
-    )
+    def torch_call(self, examples):
+        batch = super().torch_call(examples)
+        shifted = batch["labels"][:, 1:]
+        batch["labels"] = torch.cat([shifted, torch.full_like(batch["labels"][:, :1], IGNORE)], dim=1)
+        return batch
 
 
 def perplexity(loss: float) -> float:
@@ -77,8 +83,29 @@ def load_metric(name: str) -> evaluate.EvaluationModule:
         return evaluate.load(str(path))
 
 
+def argmax_logits(logits, labels):
+    """preprocess_logits_for_metrics: keep each position's predicted token id, not its vocabulary-sized logits,
+    so evaluation holds one integer per token instead of vocab_size floats."""
+    if isinstance(logits, tuple):  # (logits, past_key_values, ...) from models that return more
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def token_accuracy():
+    """compute_metrics for mlm/clm: the fraction of labelled positions whose argmax prediction is the label (mlm:
+    the masked tokens; clm: the next tokens, the labels being shifted by the collator)."""
+    accuracy = load_metric("accuracy")
+
+    def compute(prediction: EvalPrediction) -> dict[str, float]:
+        predicted, label_ids = prediction.predictions, prediction.label_ids
+        scored = label_ids != IGNORE
+        return accuracy.compute(predictions=predicted[scored], references=label_ids[scored])
+
+    return compute
+
+
 def classification_metrics():
-    """compute_metrics for the Trainer: accuracy and macro-F1 (each class counts the same, whatever its size)."""
+    """compute_metrics for a classifier: accuracy and macro-F1 (each class counts the same, whatever its size)."""
     accuracy, f1 = load_metric("accuracy"), load_metric("f1")
 
     def compute(prediction: EvalPrediction) -> dict[str, float]:
@@ -92,36 +119,82 @@ def classification_metrics():
     return compute
 
 
-def argmax_logits(logits, labels):
-    """preprocess_logits_for_metrics: keep each position's predicted token id, not its vocabulary-sized logits,
-    so evaluation holds one integer per token instead of vocab_size floats."""
-    if isinstance(logits, tuple):  # (logits, past_key_values, ...) from models that return more
-        logits = logits[0]
-    return logits.argmax(dim=-1)
+@dataclass(frozen=True)
+class Task:
+    name: str
+    auto_class: type  # loads a trained checkpoint of any architecture for this objective
+    model_classes: dict[str, type]  # model_type -> the class built from scratch; the first is model_type: auto's
+    pipeline: str  # the transformers pipeline (and Hub pipeline tag) that runs the result
+    build_datasets: Callable  # (texts, tokenizer, DataArguments, seed) -> DatasetDict: blocks, or examples
+    build_collator: Callable  # (tokenizer, DataArguments, seed, pad_to_multiple_of) -> a data collator
+    build_metrics: Callable  # () -> compute_metrics for the Trainer
+    preprocess_logits: Callable | None = None  # preprocess_logits_for_metrics, where logits are per token
+    labelled: bool = False  # its texts carry a label column (encoded into class ids before anything else)
+    perplexity: bool = True  # report exp(loss): the loss is a per-token cross-entropy
+    draw_samples: Callable | None = None  # (model, tokenizer, texts, watch arguments, seed) -> records
+    check_samples: Callable | None = None  # (tokenizer, texts) -> why they cannot be drawn, or None
+    fixed_eval_masks: bool = False  # evaluations mask with a collator seeded by `seed`, so their losses compare
+    loss: Callable = token_loss  # compute_loss_func: (outputs, labels, num_items_in_batch) -> loss
+
+    def classes(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+        """What a uniform guess chooses among: the labels of a classifier, the vocabulary of a language model."""
+        return model.config.num_labels if self.labelled else len(tokenizer)
 
 
-def token_accuracy(objective: str):
-    """compute_metrics for mlm/clm: the fraction of scored tokens whose argmax prediction is right. mlm scores the
-    masked positions; clm predicts token t+1 at position t (the labels are shifted as the model's loss shifts them).
-    Positions labelled -100 (unmasked, padding) do not count."""
-    accuracy = load_metric("accuracy")
-
-    def compute(prediction: EvalPrediction) -> dict[str, float]:
-        predicted, labels = prediction.predictions, prediction.label_ids
-        if objective == "clm":
-            predicted, labels = predicted[:, :-1], labels[:, 1:]
-        scored = labels != -100
-        return accuracy.compute(predictions=predicted[scored], references=labels[scored])
-
-    return compute
+def _mlm_collator(tokenizer, args, seed=None, pad_to_multiple_of=None):
+    """`mlm_probability` of the tokens are picked, 80% of those become [MASK], 10% a random token, 10% stay."""
+    return DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm_probability=args.mlm_probability, seed=seed)
 
 
-def objective_of(config) -> str | None:
-    """mlm or clm: the objective a checkpoint was trained for, by the class its config names (a BERT config
-    also fits a causal LM head, so the architecture decides); None for a classifier or another head."""
-    names = {"mlm": MODEL_FOR_MASKED_LM_MAPPING_NAMES, "clm": MODEL_FOR_CAUSAL_LM_MAPPING_NAMES}
+def _clm_collator(tokenizer, args, seed=None, pad_to_multiple_of=None):
+    return CausalCollator(tokenizer, seed=seed)
+
+
+def _classification_collator(tokenizer, args, seed=None, pad_to_multiple_of=None):
+    """Examples padded to the longest of the batch (to a multiple of 8 under bf16/fp16, where tensor cores want it)."""
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+
+
+def _fill(model, tokenizer, texts, watch, seed):
+    return samples.fill_mask(model, tokenizer, texts, watch.fill_mask_candidates)
+
+
+def _complete(model, tokenizer, texts, watch, seed):
+    # A recipe's WatchArguments, or generate.py's options, which add top_p and several completions per prompt.
+    return samples.complete(model, tokenizer, texts, max_new_tokens=watch.sample_max_new_tokens,
+                            strategy=watch.sample_strategy, top_k=watch.sample_top_k,
+                            top_p=getattr(watch, "sample_top_p", 1.0), temperature=watch.sample_temperature,
+                            num_return_sequences=getattr(watch, "num_return_sequences", 1), seed=seed)  # fmt: skip
+
+
+TASKS = {
+    "mlm": Task(
+        "mlm", AutoModelForMaskedLM, {"bert": BertForMaskedLM}, "fill-mask",
+        build_datasets=lambda texts, tokenizer, args, seed: data.build_blocks(texts, tokenizer, args, mlm=True),
+        build_collator=_mlm_collator, build_metrics=token_accuracy, preprocess_logits=argmax_logits,
+        draw_samples=_fill, check_samples=lambda tokenizer, texts: samples.mask_problem(tokenizer.mask_token, texts),
+        fixed_eval_masks=True,
+    ),
+    "clm": Task(
+        "clm", AutoModelForCausalLM, {"gpt2": GPT2LMHeadModel}, "text-generation",
+        build_datasets=lambda texts, tokenizer, args, seed: data.build_blocks(texts, tokenizer, args, mlm=False),
+        build_collator=_clm_collator, build_metrics=token_accuracy, preprocess_logits=argmax_logits,
+        draw_samples=_complete,
+    ),
+    "classification": Task(
+        "classification", AutoModelForSequenceClassification,
+        {"bert": BertForSequenceClassification, "gpt2": GPT2ForSequenceClassification}, "text-classification",
+        build_datasets=labels.build_examples, build_collator=_classification_collator,
+        build_metrics=classification_metrics, labelled=True, perplexity=False,
+    ),
+}  # fmt: skip
+
+
+def task_of(config: PretrainedConfig) -> Task | None:
+    """The language-modelling task a checkpoint was trained for, by the class its config names (a BERT config also
+    fits a causal LM head, so the architecture decides); None for a classifier or another head."""
     architecture = config.architectures[0] if config.architectures else None
-    for objective, classes in names.items():
+    for name, classes in (("mlm", MODEL_FOR_MASKED_LM_MAPPING_NAMES), ("clm", MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)):
         if config.model_type in classes and architecture in (None, classes[config.model_type]):
-            return objective
+            return TASKS[name]
     return None
