@@ -61,7 +61,7 @@ def measure(what: str, objective: str, copies: int, cache: str) -> dict:
         for batch in docs.iter(batch_size=1000):
             tokens += sum(len(e.ids) for e in backend.encode_batch_fast(batch["text"], add_special_tokens=True))
     elif what == "lm-recipes":
-        blocks = data.group(data.tokenize(docs, tok, "text", objective), BLOCK)
+        blocks = data.group(data.tokenize(docs, tok, "text", mlm=objective == "mlm"), BLOCK)
         tokens = len(blocks) * BLOCK
     elif what == "usual":
         from itertools import chain

@@ -39,7 +39,7 @@ def test_blocks_are_exact_and_lose_only_the_final_remainder(tmp_path, toks, obje
     # Many short documents: the grouping crosses its map batches (1000 documents) several times.
     lines = [line for scene in SCENES for line in scene.splitlines() if line.strip()][:2500]
     docs = Dataset.from_dict({"text": lines})
-    ids = data.tokenize(docs, toks[objective], "text", objective)
+    ids = data.tokenize(docs, toks[objective], "text", mlm=objective == "mlm")
     blocks = data.group(ids, 32)
     stream = flat(ids)
     assert all(len(b) == 32 for b in blocks["input_ids"])
@@ -49,18 +49,18 @@ def test_blocks_are_exact_and_lose_only_the_final_remainder(tmp_path, toks, obje
 
 def test_several_tokenizing_processes_give_the_same_ids(toks):
     docs = Dataset.from_dict({"text": SCENES})
-    one = data.tokenize(docs, toks["clm"], "text", "clm")
-    two = data.tokenize(docs, toks["clm"], "text", "clm", num_proc=2)
+    one = data.tokenize(docs, toks["clm"], "text", mlm=False)
+    two = data.tokenize(docs, toks["clm"], "text", mlm=False, num_proc=2)
     assert one["input_ids"] == two["input_ids"]
 
 
 def test_documents_are_marked_where_they_meet(toks):
     docs = Dataset.from_dict({"text": SCENES[:5] + ["   ", ""]})  # blank documents are skipped
-    mlm = data.tokenize(docs, toks["mlm"], "text", "mlm")
+    mlm = data.tokenize(docs, toks["mlm"], "text", mlm=True)
     assert len(mlm) == 5
     for row in mlm["input_ids"]:
         assert row[0] == toks["mlm"].cls_token_id and row[-1] == toks["mlm"].sep_token_id
-    clm = data.tokenize(docs, toks["clm"], "text", "clm")
+    clm = data.tokenize(docs, toks["clm"], "text", mlm=False)
     eos = toks["clm"].eos_token_id
     for row in clm["input_ids"]:
         assert row[-1] == eos and eos not in row[:-1]
@@ -106,7 +106,7 @@ def test_second_build_loads_from_the_cache(tmp_path, toks):
     texts = data.load_texts(a, seed=0)
     first = data.build_blocks(texts, toks["clm"], a, mlm=False)
     files = {f["filename"]: os.path.getmtime(f["filename"]) for f in first["train"].cache_files}
-    again = data.build_blocks(data.load_texts(a, seed=0), toks["clm"], a, "clm")
+    again = data.build_blocks(data.load_texts(a, seed=0), toks["clm"], a, mlm=False)
     assert {f["filename"] for f in again["train"].cache_files} == set(files)
     assert all(os.path.getmtime(name) == mtime for name, mtime in files.items())
 
@@ -141,7 +141,7 @@ def test_block_larger_than_the_corpus(tmp_path, toks):
     (tmp_path / "t.txt").write_text("A few words.\n\nAnd a few more.")
     a = args(tmp_path, train_files=[str(tmp_path / "t.txt")], validation_split_percentage=0, block_size=64)
     with pytest.raises(RecipeError, match=r"block_size: 64 tokens is more than the whole train split \(\d+ tokens\)"):
-        data.build_blocks(data.load_texts(a, seed=0), toks["mlm"], a, "mlm")
+        data.build_blocks(data.load_texts(a, seed=0), toks["mlm"], a, mlm=True)
 
 
 def test_genre_task_holds_out_whole_plays_one_per_genre(tmp_path):

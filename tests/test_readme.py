@@ -143,7 +143,9 @@ def test_every_command_runs_or_is_accounted_for(page, command, workdir, tmp_path
 
 
 def test_the_plan_example_is_what_plan_prints(tmp_path, capsys, cache_dir):
-    block = README.split("    $ python scripts/train.py recipes/clm.yaml --plan\n", 1)[1].split("\n\n", 1)[0]
+    marker = "    $ python scripts/train.py recipes/clm.yaml --plan\n"
+    page = next(text for text in PAGES.values() if marker in text)
+    block = page.split(marker, 1)[1].split("\n\n", 1)[0]
     expected = [line.strip() for line in block.splitlines()]
     args = [str(ROOT / "recipes" / "clm.yaml"), "--output_dir", str(tmp_path / "outputs" / "clm"), "--cache_dir",
             cache_dir, "--plan"]  # fmt: skip
@@ -163,3 +165,9 @@ def test_every_script_explains_itself(env):
 def test_the_scan_finds_the_commands():
     assert len(COMMANDS) > 20
     assert ("README.md", "python scripts/train.py recipes/mlm.yaml --help") in COMMANDS
+    assert {"docs/evaluation.md", "docs/watching.md", "docs/finetuning.md"} <= {page for page, _ in COMMANDS}
+
+
+def test_the_readme_is_short_and_links_every_docs_page():
+    assert len(README) < 15_000
+    assert set(LINKED) == {p.name for p in (ROOT / "docs").glob("*.md")}

@@ -150,13 +150,14 @@ def read_files(args: DataArguments, data_files: dict[str, list[str]]) -> Dataset
 
 
 def build_blocks(
-    texts: DatasetDict, tokenizer: PreTrainedTokenizerBase, args: DataArguments, mlm: bool
+    texts: DatasetDict, tokenizer: PreTrainedTokenizerBase, args: DataArguments, *, mlm: bool
 ) -> DatasetDict:
     """{"train", "validation"} datasets of `input_ids` blocks, each exactly `block_size` tokens; documents marked
     `[CLS] … [SEP]` for a masked LM (`mlm`), ended by the end-of-text token for a causal one."""
     out = {}
     for split, docs in texts.items():
-        ids = tokenize(docs, tokenizer, args.text_column, mlm, args.preprocessing_num_workers, args.overwrite_cache)
+        ids = tokenize(docs, tokenizer, args.text_column, mlm=mlm, num_proc=args.preprocessing_num_workers,
+                       overwrite=args.overwrite_cache)  # fmt: skip
         blocks = group(ids, args.block_size, overwrite=args.overwrite_cache)
         total = int(pc.sum(pc.list_value_length(ids.data.column("input_ids"))).as_py() or 0)
         if len(blocks) == 0:
@@ -191,7 +192,7 @@ def separators(tokenizer: PreTrainedTokenizerBase, mlm: bool) -> tuple[bool, int
 
 
 def tokenize(
-    docs: Dataset, tokenizer, text_column: str, mlm: bool, num_proc: int | None = None, overwrite: bool = False
+    docs: Dataset, tokenizer, text_column: str, *, mlm: bool, num_proc: int | None = None, overwrite: bool = False
 ) -> Dataset:
     """One row of token ids per non-empty document, separators included."""
     backend = tokenizer.backend_tokenizer
