@@ -91,7 +91,6 @@ def test_loss_equals_trainer_evaluate(validation, tmp_path, objective, batch_siz
     model = AUTO[objective].from_pretrained(folder)
     if objective == "clm":
         ours = evaluation.evaluate_clm(model, blocks, None, batch_size)
-        model.loss_type = "ForCausalLM"  # the loss GPT-2 computes anyway; see the next test for why it is named
     else:
         ours = evaluation.evaluate_mlm(model, tok, blocks, recipe.data.mlm_probability, recipe.training.seed,
                                        batch_size)  # fmt: skip

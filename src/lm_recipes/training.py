@@ -57,6 +57,10 @@ class LMTrainer(Trainer):
         self.task = TASKS[recipe.model.objective]
         self.tokens_processed = 0  # by training_step on this process, padding included: for throughput
         super().__init__(*args, compute_loss_func=self.task.loss, **kwargs)
+        # The collator shifts causal labels already: the Trainer must count them as they are, whatever loss_type a
+        # transformers release gives the model (it drops each row's first label for a ForCausalLM loss).
+        # tests/test_models.py pins the count: the logged loss is the mean over predicted tokens.
+        self._loss_shifts_labels = False
         _TIED.model = self.model
 
     def training_step(self, model, inputs, num_items_in_batch=None):
