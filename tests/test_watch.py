@@ -215,7 +215,7 @@ def test_early_stopping_needs_load_best_model_at_end(train):
 
 def test_mlm_samples_need_one_mask(train):
     run = train("mlm.yaml", *TINY, "--samples", "no mask here", check=False)
-    assert run.returncode == 2 and "samples: each mlm sentence needs exactly one [MASK]" in run.out
+    assert run.returncode == 2 and "samples: 'no mask here' has 0 [MASK] tokens; write exactly one [MASK]" in run.out
     assert not run.output_dir.exists()
 
 
