@@ -53,6 +53,17 @@ class Diverged(Exception):
     """The training loss became NaN/inf or spiked: the run stopped before saving anything from that state."""
 
 
+class CollatorPlace(TrainerCallback):
+    """Tells a collator that draws per micro-batch (tasks.MaskingCollator) where each epoch's micro-batches start in
+    the run, resumed ones included: each optimizer step so far took gradient_accumulation_steps of them."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.restart(state.global_step * args.gradient_accumulation_steps)
+
+
 class Watcher(TrainerCallback):
     """A callback that adds values to each training log entry (LMTrainer.log asks every Watcher)."""
 

@@ -9,7 +9,7 @@ import datasets
 import transformers
 from accelerate import PartialState
 
-from . import callbacks, hub, training
+from . import callbacks, checkpoints, hub, preemption, training
 from . import recipe as recipes
 
 USAGE = (
@@ -58,6 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     except callbacks.Diverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 4
+    except checkpoints.SaveError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 5
+    except preemption.Preempted as e:
+        if PartialState().is_local_main_process:
+            print(e, file=sys.stderr)
+        return e.status
+    except KeyboardInterrupt:  # Ctrl-C before training started (during it, Preemption saves and stops)
+        print("interrupted before training started: nothing to resume from was saved", file=sys.stderr)
+        return 130
     finally:
         # Leave the process group cleanly: a process that exits while its peers still tear down can abort.
         if PartialState._shared_state:

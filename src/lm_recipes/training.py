@@ -12,10 +12,12 @@ import textwrap
 from pathlib import Path
 
 from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from . import callbacks, checkpoints, hub, modelcard, models, planning, plots
 from . import recipe as recipes
 from .checkpoints import Start
+from .preemption import Preempted, Preemption
 from .preparation import Prepared, prepare
 from .recipe import Recipe, RecipeError
 from .tasks import TASKS, perplexity
@@ -62,6 +64,28 @@ class LMTrainer(Trainer):
         # tests/test_models.py pins the count: the logged loss is the mean over predicted tokens.
         self._loss_shifts_labels = False
         _TIED.model = self.model
+        self.preemption = Preemption(self)
+        self.add_callback(self.preemption)
+        if hasattr(self.data_collator, "restart"):
+            self.add_callback(callbacks.CollatorPlace(self.data_collator))
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's save, made a commit: every process writes its part, the main process flushes the folder to
+        disk and writes its manifest (checkpoints.commit), and only then do older checkpoints rotate out, so a kill
+        or a full disk at any moment leaves the previous checkpoint whole. A failed write raises SaveError."""
+        run_dir = Path(self._get_output_dir(trial))
+        folder = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        limit, self.args.save_total_limit = self.args.save_total_limit, None  # rotation waits for the commit
+        try:
+            with checkpoints.saving(folder, "the checkpoint", remove_partial=self.args.should_save):
+                super()._save_checkpoint(model, trial)
+                self.accelerator.wait_for_everyone()
+                if self.args.should_save:
+                    checkpoints.commit(folder)
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.should_save:
+            rotate_checkpoints(str(run_dir), limit, self.state.best_model_checkpoint, use_mtime=True)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.tokens_processed += inputs["input_ids"].numel()  # shape only: no device sync
@@ -73,7 +97,12 @@ class LMTrainer(Trainer):
         if not self.task.fixed_eval_masks:
             return super().evaluate(*args, **kwargs)
         training_collator = self.data_collator
-        self.data_collator = self.task.build_collator(self.processing_class, self.recipe.data, seed=self.args.seed)
+        self.data_collator = self.task.build_collator(
+            self.processing_class,
+            self.recipe.data,
+            seed=self.args.seed,
+            processes=(self.args.world_size, self.args.process_index),
+        )
         try:
             return super().evaluate(*args, **kwargs)
         finally:
@@ -125,8 +154,9 @@ def build_trainer(recipe: Recipe, model: PreTrainedModel, prepared: Prepared) ->
         trainer = LMTrainer(
             model=model,
             args=args,
-            data_collator=task.build_collator(prepared.tokenizer, recipe.data,
-                                              pad_to_multiple_of=8 if args.bf16 or args.fp16 else None),
+            data_collator=task.build_collator(prepared.tokenizer, recipe.data, seed=args.seed,
+                                              pad_to_multiple_of=8 if args.bf16 or args.fp16 else None,
+                                              processes=(args.world_size, args.process_index)),
             train_dataset=prepared.datasets["train"],
             eval_dataset=prepared.datasets.get("validation"),
             processing_class=prepared.tokenizer,
@@ -188,7 +218,7 @@ def show_plan(recipe: Recipe) -> list[str]:
     model the run would use; trains nothing, pushes nothing. Raises as the run would for an output_dir of another
     recipe."""
     recipe.training.push_to_hub = False  # the Trainer would create the Hub repo as it starts
-    mine = checkpoints.own(recipe)
+    mine, _ = checkpoints.own(recipe)
     return planning.show(build(recipe, Start(str(mine)) if mine else None), recipe)
 
 
@@ -209,10 +239,15 @@ def run(recipe: Recipe) -> dict[str, float]:
 
     # Everything is known to be valid: from here on the run writes.
     if args.should_save:
+        checkpoints.set_aside(start.incomplete)
         if start.checkpoint is None:
             checkpoints.clear(args.output_dir, also=(callbacks.SAMPLES_FILE,))
         recipes.save(recipe, args.output_dir)
     metrics = train(trainer, start)  # 3. train
+    if trainer.preemption.stopped is not None:
+        callbacks.close_writers(trainer)
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
+        raise Preempted(trainer.preemption.stopped, trainer.state.global_step, str(folder))
     return finish(trainer, recipe, start, metrics, uploads)  # 4. evaluate, save, push
 
 
@@ -240,6 +275,8 @@ def train(trainer: LMTrainer, start: Start) -> dict[str, float]:
         trainer.state = start.finished
         return {}
     result = trainer.train(resume_from_checkpoint=start.checkpoint)
+    if trainer.preemption.stopped is not None:
+        return {}  # not the run's metrics: run() raises Preempted
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     return dict(result.metrics)
@@ -247,6 +284,12 @@ def train(trainer: LMTrainer, start: Start) -> dict[str, float]:
 
 def finish(trainer: LMTrainer, recipe: Recipe, start: Start, metrics: dict, uploads) -> dict[str, float]:
     """The final model, evaluation, state, plots and model card; with push_to_hub, the final push."""
+    args = trainer.args
+    with checkpoints.saving(args.output_dir, "the final model"):
+        return _finish(trainer, recipe, start, metrics, uploads)
+
+
+def _finish(trainer: LMTrainer, recipe: Recipe, start: Start, metrics: dict, uploads) -> dict[str, float]:
     args = trainer.args
     if not args.push_to_hub:  # with it, save_model would push at once; the final push below saves the model first
         trainer.save_model()
