@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 from datasets import Dataset, DatasetDict
-from transformers import DataCollatorForLanguageModeling, HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import data, models
 from . import tokenizer as tokenizers
 from .arguments import DataArguments
 from .recipe import Parser, RecipeError, block_size_problem, closest
-from .tasks import Task, perplexity
+from .tasks import MaskingCollator, Task, perplexity
 
 USAGE = "score.py CHECKPOINT [--key value ...]"
 DESCRIPTION = (
@@ -193,7 +193,7 @@ def evaluate_mlm(
     Like `Trainer.evaluate`: each batch's mean masked-token loss, averaged over batches weighted by blocks per batch;
     a batch with no masked token has no loss and is left out, as the Trainer drops its NaN.
     """
-    collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=seed)  # as training
+    collate = MaskingCollator(tokenizer, mlm_probability=mlm_probability, seed=seed)  # as training evaluations mask
     weighted, weight, correct, masked = 0.0, 0, 0, 0
     for start in range(0, len(blocks), batch_size):
         rows = blocks[start : start + batch_size]["input_ids"]

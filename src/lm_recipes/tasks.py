@@ -69,6 +69,48 @@ class CausalCollator(DataCollatorForLanguageModeling):
         return batch
 
 
+class MaskingCollator(DataCollatorForLanguageModeling):
+    """The 80/10/10 masked-LM collator, with masks that are a function of the seed, the micro-batch's place in the run
+    and its rows only, so that neither resuming nor the number of processes changes them:
+
+    - micro-batch i is masked with a generator seeded from (`seed`, i), not the global RNG (which dropout also draws
+      from, and which the data loader's look-ahead has moved past batch i by the time a checkpoint saves it);
+      `restart` says where the batches of an epoch (or a resumed one) start;
+    - the masks are drawn for the micro-batches of all processes at once and each keeps its rows: accelerate gives
+      process r the r-th per-device batch of each global one, so 1 process of 8 sequences and 2 of 4 mask the same
+      tokens, and no two processes mask the same positions. Drawing costs `processes` times the random numbers of
+      one batch, in the data loader.
+
+    Without a seed it draws from the global RNG, as the transformers collator does."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, processes: tuple[int, int] = (1, 0), seed=None, **kwargs):
+        super().__init__(tokenizer=tokenizer, mlm=True, **kwargs)
+        self.count, self.index = processes
+        self.mask_seed, self.start, self.calls = seed, 0, 0
+
+    def restart(self, micro_batch: int) -> None:
+        """The next micro-batch collated is the run's `micro_batch`-th (counted over every epoch and resume)."""
+        self.start, self.calls = micro_batch, 0
+
+    def torch_mask_tokens(self, inputs, special_tokens_mask=None, offset_mapping=None):
+        if self.mask_seed is not None:
+            worker = torch.utils.data.get_worker_info()  # worker w of n collates micro-batches w, w + n, ...
+            n, w = (worker.num_workers, worker.id) if worker else (1, 0)
+            self.generator = torch.Generator().manual_seed(self.mask_seed * 2**32 + self.start + self.calls * n + w)
+            self.calls += 1
+        if self.count == 1:
+            return super().torch_mask_tokens(inputs, special_tokens_mask, offset_mapping)
+        if special_tokens_mask is None:
+            special = self.tokenizer.get_special_tokens_mask
+            special_tokens_mask = torch.tensor(
+                [special(row, already_has_special_tokens=True) for row in inputs.tolist()]
+            )
+        rows = slice(self.index * len(inputs), (self.index + 1) * len(inputs))
+        tile = (self.count,) + (1,) * (inputs.dim() - 1)
+        masked, labels = super().torch_mask_tokens(inputs.repeat(tile), special_tokens_mask.repeat(tile))
+        return masked[rows], labels[rows]
+
+
 def perplexity(loss: float) -> float:
     """exp(loss), or inf where that would overflow a float."""
     try:
@@ -126,7 +168,7 @@ class Task:
     model_classes: dict[str, type]  # model_type -> the class built from scratch; the first is model_type: auto's
     pipeline: str  # the transformers pipeline (and Hub pipeline tag) that runs the result
     build_datasets: Callable  # (texts, tokenizer, DataArguments, seed) -> DatasetDict: blocks, or examples
-    build_collator: Callable  # (tokenizer, DataArguments, seed, pad_to_multiple_of) -> a data collator
+    build_collator: Callable  # (tokenizer, DataArguments, seed, pad_to_multiple_of, processes) -> a data collator
     build_metrics: Callable  # () -> compute_metrics for the Trainer
     preprocess_logits: Callable | None = None  # preprocess_logits_for_metrics, where logits are per token
     labelled: bool = False  # its texts carry a label column (encoded into class ids before anything else)
@@ -141,16 +183,17 @@ class Task:
         return model.config.num_labels if self.labelled else len(tokenizer)
 
 
-def _mlm_collator(tokenizer, args, seed=None, pad_to_multiple_of=None):
-    """`mlm_probability` of the tokens are picked, 80% of those become [MASK], 10% a random token, 10% stay."""
-    return DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm_probability=args.mlm_probability, seed=seed)
+def _mlm_collator(tokenizer, args, seed=None, pad_to_multiple_of=None, processes=(1, 0)):
+    """`mlm_probability` of the tokens are picked, 80% of those become [MASK], 10% a random token, 10% stay;
+    `processes` is (how many, this one's index)."""
+    return MaskingCollator(tokenizer, processes, mlm_probability=args.mlm_probability, seed=seed)
 
 
-def _clm_collator(tokenizer, args, seed=None, pad_to_multiple_of=None):
+def _clm_collator(tokenizer, args, seed=None, pad_to_multiple_of=None, processes=(1, 0)):
     return CausalCollator(tokenizer, seed=seed)
 
 
-def _classification_collator(tokenizer, args, seed=None, pad_to_multiple_of=None):
+def _classification_collator(tokenizer, args, seed=None, pad_to_multiple_of=None, processes=(1, 0)):
     """Examples padded to the longest of the batch (to a multiple of 8 under bf16/fp16, where tensor cores want it)."""
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
 
