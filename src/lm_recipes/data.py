@@ -7,9 +7,10 @@ cut into blocks of `block_size` tokens; only the final remainder of each split i
 
 from __future__ import annotations
 
-import glob
 import logging
+import math
 import os
+from functools import partial
 from itertools import chain
 
 import datasets
@@ -20,7 +21,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 from datasets.fingerprint import Hasher
 from transformers import PreTrainedTokenizerBase
 
-from . import corpus
+from . import corpus, datafiles
 from .arguments import DataArguments
 from .recipe import RecipeError
 
@@ -34,6 +35,7 @@ _IDS = Features({"input_ids": List(Value("int32"))})
 def load_texts(args: DataArguments, seed: int, labelled: bool = False) -> DatasetDict:
     """{"train", "validation"} splits of documents; the text is in `args.text_column` (and for a `labelled` task,
     the label in `args.label_column`). The embedded corpus gives scenes, or passages labelled by genre."""
+    files: dict[str, list[str]] = {}
     if args.uses_embedded_corpus():
         raw = _embedded(args, labelled)
     elif args.dataset_name:
@@ -45,16 +47,28 @@ def load_texts(args: DataArguments, seed: int, labelled: bool = False) -> Datase
                 f"network: offline (HF_HUB_OFFLINE=1) only datasets already in the cache load"
             ) from None
     else:
-        raw = _local(args)
+        raw, files = _local(args)
     if "train" not in raw:
         raise RecipeError(f"the data has no train split (it has {sorted(raw)}); name a dataset with one")
-    columns = raw["train"].column_names
-    for key in ("text_column", "label_column") if labelled else ("text_column",):
-        if getattr(args, key) not in columns:
-            raise RecipeError(
-                f"{key}: `{getattr(args, key)}` is not a column of the training data; its columns are {columns}"
-            )
+    for split in ("train", "validation") if "validation" in raw else ("train",):
+        columns, where = raw[split].column_names, f"{split}_files" if files else f"the {split} split of dataset_name"
+        for key in ("text_column", "label_column") if labelled else ("text_column",):
+            if getattr(args, key) not in columns:
+                data = "the training data" if split == "train" else where
+                name = getattr(args, key)
+                raise RecipeError(f"{key}: `{name}` is not a column of {data}; its columns are {columns}")
+        if not args.uses_embedded_corpus() and (
+            problem := datafiles.text_problem(raw[split], args.text_column, where, files.get(split))
+        ):
+            raise RecipeError(problem)
     if "validation" not in raw and args.validation_split_percentage > 0:
+        documents, carve = len(raw["train"]), args.validation_split_percentage
+        if documents - math.ceil(documents * carve / 100) < 1:
+            raise RecipeError(
+                f"validation_split_percentage: {carve}% of {documents} training document(s) leaves none to train on "
+                f"(the split takes whole documents); give validation_files, or set validation_split_percentage: 0 "
+                f"(and eval_strategy: 'no')"
+            )
         carved = raw["train"].train_test_split(test_size=args.validation_split_percentage / 100, seed=seed)
         raw = DatasetDict(train=carved["train"], validation=carved["test"])
     keep = {"train": raw["train"]}
@@ -102,32 +116,22 @@ def _embedded(args: DataArguments, labelled: bool) -> DatasetDict:
     )
 
 
-def _expand(key: str, patterns: list[str]) -> list[str]:
-    files = []
-    for pattern in patterns:
-        matched = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
-        if not matched:
-            raise RecipeError(f"{key}: no file matches `{pattern}`; check the path (globs like data/*.txt work)")
-        files += [f for f in matched if os.path.isfile(f)]
-    for f in files:
-        if os.path.getsize(f) == 0:
-            raise RecipeError(f"{key}: `{f}` is empty; remove it from {key} or give it text")
-    return files
-
-
-def _local(args: DataArguments) -> DatasetDict:
-    data_files = {"train": _expand("train_files", args.train_files)}
+def _local(args: DataArguments) -> tuple[DatasetDict, dict[str, list[str]]]:
+    data_files = {"train": datafiles.expand("train_files", args.train_files)}
     if args.validation_files:
-        data_files["validation"] = _expand("validation_files", args.validation_files)
-    return read_files(args, data_files)
+        data_files["validation"] = datafiles.expand("validation_files", args.validation_files)
+    return read_files(args, data_files), data_files
 
 
 def load_validation_files(args: DataArguments) -> DatasetDict:
     """{"validation"} of `validation_files` alone: text to score, whatever the training data was."""
-    raw = read_files(args, {"validation": _expand("validation_files", args.validation_files)})
+    files = datafiles.expand("validation_files", args.validation_files)
+    raw = read_files(args, {"validation": files})
     if args.text_column not in raw["validation"].column_names:
         raise RecipeError(f"text_column: `{args.text_column}` is not a column of validation_files; its columns are "
                           f"{raw['validation'].column_names}")  # fmt: skip
+    if problem := datafiles.text_problem(raw["validation"], args.text_column, "validation_files", files):
+        raise RecipeError(problem)
     return raw
 
 
@@ -146,7 +150,16 @@ def read_files(args: DataArguments, data_files: dict[str, list[str]]) -> Dataset
     try:
         return datasets.load_dataset(builder, data_files=data_files, cache_dir=args.cache_dir, **kwargs)
     except (ValueError, datasets.exceptions.DatasetGenerationError) as e:
-        raise RecipeError(f"{key}: could not read the files as {builder}: {e}") from None
+        for split, files in data_files.items():
+            if problem := datafiles.diagnose(f"{split}_files", files, builder):
+                raise RecipeError(problem) from None
+        cause = e.__cause__ or e
+        if "column names don't match" in str(cause):  # files of several columns: read each alone to say which
+            load = partial(datasets.load_dataset, builder, cache_dir=args.cache_dir, **kwargs)
+            if problem := datafiles.columns_problem(data_files, lambda f: load(data_files=[f])["train"].column_names):
+                raise RecipeError(problem) from None
+        raise RecipeError(f"{key}: could not read the files as {builder} ({type(cause).__name__}: {cause}); check "
+                          f"their format") from None  # fmt: skip
 
 
 def build_blocks(
@@ -187,7 +200,7 @@ def separators(tokenizer: PreTrainedTokenizerBase, mlm: bool) -> tuple[bool, int
     if mlm:
         return True, None
     if tokenizer.eos_token_id is None:
-        raise RecipeError("the tokenizer has no eos_token to separate documents for clm; use one that has")
+        raise RecipeError("the tokenizer has no eos_token to separate documents for clm; use a tokenizer that has one")
     return False, tokenizer.eos_token_id
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from .arguments import ModelArguments
@@ -72,8 +73,12 @@ def build(
     kwargs = {**label_kwargs(labels), "ignore_mismatched_sizes": True} if labels else {}
     try:
         model = task.auto_class.from_pretrained(args.model_name_or_path, **kwargs)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise RecipeError(f"model_name_or_path: cannot load a {args.objective} model from it ({e})") from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        raise RecipeError(
+            f"model_name_or_path: cannot load a {args.objective} model from {args.model_name_or_path} "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:500]}); give a run's output_dir or one of its "
+            f"checkpoint-N folders, or a Hub model id (online)"
+        ) from None
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id  # GPT-2 classifiers find each text's end by it
     return model

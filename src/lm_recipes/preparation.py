@@ -40,6 +40,15 @@ def prepare(recipe: Recipe) -> Prepared:
             texts, names = labels.encode_labels(texts, d.label_column)
         tokenizer = tokenizers.build(recipe.tokenizer, m, texts["train"], d.text_column, m.max_position_embeddings,
                                      d.cache_dir)  # fmt: skip
+        given = m.model_name_or_path or recipe.tokenizer.tokenizer_name  # else the tokenizer is ours, trained
+        if given and task.tokenizer_problem and (problem := task.tokenizer_problem(tokenizer)):
+            key = "model_name_or_path" if m.model_name_or_path else "tokenizer_name"
+            fix = (
+                "use a tokenizer that has one, or leave tokenizer_name out to train one"
+                if key == "tokenizer_name"
+                else "add it (tokenizer.add_special_tokens, model.resize_token_embeddings) and save both again"
+            )
+            raise RecipeError(f"{key}: the tokenizer of {given} {problem}; {fix}")
         if task.labelled and tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
                 raise RecipeError("the tokenizer has neither a padding nor an end-of-text token to pad with")

@@ -18,7 +18,6 @@ import yaml
 from transformers import HfArgumentParser
 
 from .arguments import (
-    ARCHITECTURES,
     FROM_CHECKPOINT,
     DataArguments,
     ModelArguments,
@@ -26,7 +25,9 @@ from .arguments import (
     TrainingArguments,
     WatchArguments,
 )
-from .samples import mask_problem
+from .checks import block_size_problem, check, ranges, shapes
+
+__all__ = ["Recipe", "RecipeError", "block_size_problem", "check", "check_same", "load", "read", "save"]
 
 
 class RecipeError(Exception):
@@ -112,19 +113,6 @@ def closest(key: str, keys: list[str], command: str = "train.py RECIPE") -> str:
     return f"; did you mean `{match[0]}`?" if match else f"; see `{command} --help` for the valid keys"
 
 
-def block_size_problem(block_size: int, positions: int, checkpoint: str | None = None) -> str | None:
-    """The block_size rules, for a recipe's model or a checkpoint's: at least 2 tokens, at most its positions."""
-    if block_size < 2:
-        return f"block_size: {block_size} must be at least 2 tokens"
-    if block_size <= positions:
-        return None
-    if checkpoint is None:
-        return (f"block_size: {block_size} tokens is more than the model's {positions} positions; lower block_size "
-                f"or raise max_position_embeddings")  # fmt: skip
-    return (f"block_size: {block_size} tokens is more than the {positions} positions of {checkpoint}; use {positions} "
-            f"or less")  # fmt: skip
-
-
 def _to_argv(raw: dict) -> list[str]:
     """YAML values as the CLI flags HfArgumentParser reads, so both go through the same types and checks."""
     argv = []
@@ -163,12 +151,12 @@ def read(path: str, _chain: tuple[str, ...] = ()) -> tuple[dict, dict[str, str]]
     if real in _chain:
         cycle = " -> ".join(os.path.relpath(p) for p in (*_chain, real))
         raise RecipeError(f"base: the recipes form a cycle ({cycle}); remove the `base` key from one of them")
+    if os.path.isdir(path):
+        raise RecipeError(f"recipe file {path} is a folder; pass a YAML file such as {os.path.join(path, 'mlm.yaml')}")
     if not os.path.isfile(path):
         raise RecipeError(f"recipe file {path} does not exist; pass a YAML file such as recipes/mlm.yaml")
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path} is not valid YAML: {e}") from None
+    raw = parse_yaml(path, "recipe file ")
+    raw = {} if raw is None else raw  # an empty file: every key at its default
     if not isinstance(raw, dict):
         raise RecipeError(f"{path} must be a mapping of `key: value` lines, not a {type(raw).__name__}")
     merged, source = {}, {}
@@ -187,6 +175,41 @@ def read(path: str, _chain: tuple[str, ...] = ()) -> tuple[dict, dict[str, str]]
     return merged, source
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """yaml.SafeLoader refusing a key given twice in one mapping, which PyYAML would keep the last of silently."""
+
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str) and key in lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"`{key}` is set twice (lines {lines[key]} and {line}); keep one", key_node.start_mark
+                )
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(path: str | Path, what: str = ""):
+    """The YAML in `path` (None when empty); RecipeError naming the file, and the line of a byte that is not UTF-8
+    or of a syntax error."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise RecipeError(
+            f"{what}{path} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}: latin-1?); save it as "
+            f"UTF-8, e.g. iconv -f latin1 -t utf-8"
+        ) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeys)  # noqa: S506  (a SafeLoader)
+    except yaml.YAMLError as e:
+        why = " ".join(str(e).replace('in "<unicode string>", ', "").split())
+        raise RecipeError(f"{what}{path} is not valid YAML: {why}") from None
+
+
 def load(argv: list[str]) -> Recipe:
     """Parse `RECIPE.yaml [--key value ...]`: unknown keys, bad types and contradictions all reported at once."""
     if not argv or argv[0].startswith("-"):
@@ -196,7 +219,13 @@ def load(argv: list[str]) -> Recipe:
 
     keys = recipe_keys()
     problems = [f"{source[k]}: unknown key `{k}`{closest(k, keys)}" for k in raw if k not in keys]
-    argv_all = _to_argv({k: v for k, v in raw.items() if k in keys}) + list(overrides)
+    # The annotations as written: HfArgumentParser rewrites some fields' `type` (dict -> str) when it is built.
+    types = {k: str(v) for dc in DATACLASSES for c in reversed(dc.__mro__)
+             for k, v in vars(c).get("__annotations__", {}).items()}  # fmt: skip
+    misshapen = shapes({k: v for k, v in raw.items() if k in keys}, source, types)
+    problems += misshapen
+    bad = {p.split(": ")[1] for p in misshapen}
+    argv_all = _to_argv({k: v for k, v in raw.items() if k in keys and k not in bad}) + list(overrides)
 
     # Each flag on its own first, so one bad value does not hide the others; the good ones are then parsed
     # together and checked across keys, and every problem found on the way is reported at once.
@@ -207,112 +236,29 @@ def load(argv: list[str]) -> Recipe:
         if not flag.startswith("--") or name not in keys:
             problems.append(f"command line: unknown flag `{flag}`{closest(name, keys)}")
             continue
+        # One value as --key=value: argparse would take `-1e-3` after a bare --key for a flag of its own.
+        given = [f"{flag}={values[0]}"] if len(values) == 1 else [flag, *values]
         try:
-            parser.parse_known_args([flag, *values])
-            good += [flag, *values]
+            parser.parse_known_args(given)
+            good += given
         except RecipeError as e:
-            problems.append(_ARGPARSE_PREFIX.sub(r"\1:", e.problems[0]))
+            message = _ARGPARSE_PREFIX.sub(r"\1:", e.problems[0])
+            if "Truthy value expected" in message:  # argparse's words for a bool that is not one
+                message = f"{name}: {' '.join(values)} is not a boolean; use true or false"
+            problems.append(message)
+    # Values out of range first, in our words: the Trainer's arguments would stop at the first with their own.
+    out_of_range = ranges(vars(parser.parse_known_args(good)[0]))
+    problems += out_of_range
     try:
         tok, data, model, training, watch = parser.parse_args_into_dataclasses(args=good)
     except (ValueError, RecipeError) as e:
-        raise RecipeError([*problems, str(e).strip()]) from None
+        raise RecipeError(problems if out_of_range else [*problems, str(e).strip()]) from None
     given = tuple(flag[2:] for flag, _ in _split_flags(good))
     recipe = Recipe(tok, data, model, training, watch, given)
     problems += check(recipe)
     if problems:
         raise RecipeError(problems)
     return recipe
-
-
-def check(recipe: Recipe) -> list[str]:
-    """Problems across keys, found before anything is loaded or written."""
-    t, d, m = recipe.tokenizer, recipe.data, recipe.model
-    problems = check_watch(recipe)
-    if m.objective is None:
-        problems.append(
-            "objective: missing; set `objective: mlm` (BERT), `objective: clm` (GPT-2) or `objective: classification`"
-        )
-    model_type = m.resolved_model_type
-    allowed = ARCHITECTURES.get(m.objective, ())
-    if m.objective and m.model_type != "auto" and m.model_type not in allowed:
-        problems.append(
-            f"model_type: {m.model_type} cannot be trained with objective {m.objective}; "
-            f"use model_type: {' or '.join(allowed)} (or auto), or objective: "
-            f"{'mlm' if m.model_type == 'bert' else 'clm'}"
-        )
-    wanted_tok = {"bert": "wordpiece", "gpt2": "bpe"}
-    if m.model_name_or_path and t.tokenizer_name:
-        problems.append(
-            "tokenizer_name: a run from model_name_or_path uses that checkpoint's tokenizer; drop tokenizer_name"
-        )
-    scratch = m.model_name_or_path is None
-    if scratch and t.tokenizer_type != "auto" and model_type and wanted_tok[model_type] != t.tokenizer_type:
-        problems.append(
-            f"tokenizer_type: {t.tokenizer_type} does not fit model_type {model_type}; "
-            f"use tokenizer_type: {wanted_tok[model_type]} (or auto)"
-        )
-    if scratch:
-        if m.num_heads < 1 or m.hidden_size % m.num_heads:
-            problems.append(f"num_heads: {m.num_heads} must divide hidden_size {m.hidden_size}")
-        for key in ("num_layers", "hidden_size", "intermediate_size", "max_position_embeddings"):
-            if getattr(m, key) < 1:
-                problems.append(f"{key}: must be a positive number of {'layers' if key == 'num_layers' else 'units'}")
-        if problem := block_size_problem(d.block_size, m.max_position_embeddings):
-            problems.append(problem)
-    for key in ("dropout", "attention_dropout", "mlm_probability"):
-        part = m if hasattr(m, key) else d
-        if not 0 <= getattr(part, key) < 1:
-            problems.append(f"{key}: {getattr(part, key)} must be in [0, 1)")
-    if not scratch and (problem := block_size_problem(d.block_size, d.block_size)):  # positions known once loaded
-        problems.append(problem)
-    if t.tokenizer_name is None and m.model_name_or_path is None:
-        special = 5 if model_type == "bert" else 2
-        floor = special + (256 if model_type == "gpt2" else 0)
-        if t.vocab_size < floor + 1:
-            what = "the special tokens and the 256 byte symbols" if model_type == "gpt2" else "the special tokens"
-            problems.append(
-                f"vocab_size: {t.vocab_size} leaves no room beyond {what} ({floor} tokens); "
-                f"raise it (8000 is a good start for a small corpus)"
-            )
-    if not 0 <= d.validation_split_percentage < 100:
-        problems.append("validation_split_percentage: must be a percent in [0, 100)")
-    if d.dataset_name and d.train_files:
-        problems.append("dataset_name and train_files are both set; keep one source of training text")
-    if d.validation_files and not d.train_files:
-        problems.append("validation_files needs train_files; set train_files too, or drop validation_files")
-    if d.passage_lines < 1:
-        problems.append(f"passage_lines: {d.passage_lines} must be at least 1 line")
-    if d.genres and not d.uses_embedded_corpus():
-        problems.append("genres: picks plays of the embedded corpus only; drop it, or drop dataset_name/train_files")
-    return problems
-
-
-def check_watch(recipe: Recipe) -> list[str]:
-    """Problems of the keys that watch a run: samples, early stopping, the divergence guard."""
-    w, m, a = recipe.watch, recipe.model, recipe.training
-    problems = []
-    if w.samples and m.objective == "mlm" and not m.model_name_or_path:
-        # A checkpoint's mask token is known once its tokenizer is loaded; preparation.prepare checks those.
-        if problem := mask_problem("[MASK]", w.samples):
-            problems.append(f"samples: {problem}")
-    for key in ("sample_top_k", "sample_max_new_tokens", "fill_mask_candidates"):
-        if getattr(w, key) < 1:
-            problems.append(f"{key}: {getattr(w, key)} must be at least 1")
-    if w.sample_temperature <= 0:
-        problems.append(f"sample_temperature: {w.sample_temperature} must be above 0; use sample_strategy: greedy")
-    if w.divergence_threshold is not None and w.divergence_threshold <= 0:
-        problems.append(f"divergence_threshold: {w.divergence_threshold} nats must be above 0; null turns it off")
-    if w.early_stopping_patience is not None:
-        if w.early_stopping_patience < 1:
-            problems.append(f"early_stopping_patience: {w.early_stopping_patience} must be at least 1 evaluation")
-        if a.eval_strategy == "no":
-            problems.append("early_stopping_patience: needs evaluations; set eval_strategy: steps and eval_steps")
-        if not a.load_best_model_at_end:
-            problems.append(
-                "early_stopping_patience: needs load_best_model_at_end: true (the run keeps the best checkpoint, "
-                "with save_strategy and save_steps matching the evaluations)"
-            )
-    return problems
 
 
 def check_same(
@@ -327,7 +273,14 @@ def check_same(
         saved_path = folder / "recipe.yaml"
         if not saved_path.is_file():
             raise RecipeError(f"{where} holds checkpoints without a recipe.yaml (not an lm-recipes run); {fix}")
-        saved = yaml.safe_load(saved_path.read_text()) or {}
+        try:
+            saved = parse_yaml(saved_path)
+            why = None if isinstance(saved, dict) else f"it holds a {type(saved).__name__}, not `key: value` lines"
+        except RecipeError as e:
+            why = e.problems[0].removeprefix(f"{saved_path} ")
+        if why:
+            raise RecipeError(f"{where}: {saved_path} is not a valid saved recipe ({why}), so the run there cannot "
+                              f"be checked or resumed; {fix}")  # fmt: skip
     here = plain(recipe.identity(resolved))
     changed = [f"{k}: {saved.get(k)!r} there, {v!r} here" for k, v in here.items() if saved.get(k) != v]
     if changed:

@@ -8,7 +8,7 @@ loss, what its evaluations report, what samples it draws, and what a uniform gue
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 
@@ -63,6 +63,10 @@ class CausalCollator(DataCollatorForLanguageModeling):
         super().__init__(tokenizer=tokenizer, mlm=False, **kwargs)
 
     def torch_call(self, examples):
+        if self.tokenizer.pad_token is None:
+            # Blocks are all block_size tokens long: stacked as they are, they need no padding token (GPT-2's
+            # tokenizer has none), and each position attends to every earlier one, as with an all-ones mask.
+            examples = [e["input_ids"] if isinstance(e, Mapping) else e for e in examples]
         batch = super().torch_call(examples)
         shifted = batch["labels"][:, 1:]
         batch["labels"] = torch.cat([shifted, torch.full_like(batch["labels"][:, :1], IGNORE)], dim=1)
@@ -176,6 +180,7 @@ class Task:
     draw_samples: Callable | None = None  # (model, tokenizer, texts, watch arguments, seed) -> records
     check_samples: Callable | None = None  # (tokenizer, texts) -> why they cannot be drawn, or None
     fixed_eval_masks: bool = False  # evaluations mask with a collator seeded by `seed`, so their losses compare
+    tokenizer_problem: Callable | None = None  # (tokenizer) -> the special token it lacks for this task, or None
     loss: Callable = token_loss  # compute_loss_func: (outputs, labels, num_items_in_batch) -> loss
 
     def classes(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
@@ -198,6 +203,20 @@ def _classification_collator(tokenizer, args, seed=None, pad_to_multiple_of=None
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
 
 
+def _mlm_tokenizer_problem(tokenizer) -> str | None:
+    if tokenizer.mask_token is None:
+        return "has no mask token (as [MASK]), which a masked LM is trained to fill"
+    if tokenizer.pad_token is None:
+        return "has no padding token (as [PAD]), which the masked-LM collator needs"
+    return None
+
+
+def _clm_tokenizer_problem(tokenizer) -> str | None:
+    if tokenizer.eos_token is None:
+        return "has no end-of-text token (eos_token, as <|endoftext|>) to mark where documents meet"
+    return None
+
+
 def _fill(model, tokenizer, texts, watch, seed):
     return samples.fill_mask(model, tokenizer, texts, watch.fill_mask_candidates)
 
@@ -216,13 +235,13 @@ TASKS = {
         build_datasets=lambda texts, tokenizer, args, seed: data.build_blocks(texts, tokenizer, args, mlm=True),
         build_collator=_mlm_collator, build_metrics=token_accuracy, preprocess_logits=argmax_logits,
         draw_samples=_fill, check_samples=lambda tokenizer, texts: samples.mask_problem(tokenizer.mask_token, texts),
-        fixed_eval_masks=True,
+        fixed_eval_masks=True, tokenizer_problem=_mlm_tokenizer_problem,
     ),
     "clm": Task(
         "clm", AutoModelForCausalLM, {"gpt2": GPT2LMHeadModel}, "text-generation",
         build_datasets=lambda texts, tokenizer, args, seed: data.build_blocks(texts, tokenizer, args, mlm=False),
         build_collator=_clm_collator, build_metrics=token_accuracy, preprocess_logits=argmax_logits,
-        draw_samples=_complete,
+        draw_samples=_complete, tokenizer_problem=_clm_tokenizer_problem,
     ),
     "classification": Task(
         "classification", AutoModelForSequenceClassification,

@@ -180,8 +180,12 @@ def load(name_or_path: str, key: str = "tokenizer_name") -> PreTrainedTokenizerB
     """AutoTokenizer, upgraded to the class name that both transformers 4.x and 5.x load (see BertTokenizerFast)."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
-        raise RecipeError(f"{key}: cannot load a tokenizer from `{name_or_path}` ({e})") from None
+    except Exception as e:  # noqa: BLE001  (tokenizers raises a bare Exception for a damaged tokenizer.json)
+        where = "" if Path(name_or_path).is_dir() else " (not a local folder; as a Hub id it needs the network)"
+        raise RecipeError(
+            f"{key}: cannot load a tokenizer from `{name_or_path}`{where} ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:500]}); give a folder saved with tokenizer.save_pretrained, or a Hub id"
+        ) from None
     concrete = _CONCRETE.get(type(tokenizer))
     if concrete is not None:
         tokenizer = concrete.from_pretrained(name_or_path)
