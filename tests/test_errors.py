@@ -220,7 +220,7 @@ CASES = {
     "checkpoint without weights": (["--model_name_or_path", "{tmp}/no-weights"],
                                    "model_name_or_path: {tmp}/no-weights holds no model weights (model.safetensors)"),
     "truncated safetensors": (["--model_name_or_path", "{tmp}/truncated"],
-                              "model_name_or_path: {tmp}/truncated/model.safetensors is truncated ("),
+                              "model_name_or_path: {tmp}/truncated/model.safetensors is truncated or corrupt ("),
     "checkpoint without tokenizer": (["--model_name_or_path", "{tmp}/no-tokenizer"],
                                      "model_name_or_path: {tmp}/no-tokenizer holds no tokenizer"),
     "tokenizer folder without tokenizer": (["--tokenizer_name", "{tmp}/data"],

@@ -14,17 +14,16 @@ import logging
 import os
 import re
 import shutil
-import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from transformers import TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from . import hub
+from . import hub, inputs
 from . import recipe as recipes
 from .recipe import Recipe, RecipeError
 
@@ -104,34 +103,8 @@ def problem(folder: str | Path) -> str | None:
     if not any(WEIGHTS.match(n) for n in names):
         return "it holds no model weights"
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if why := _unreadable(path):
+        if why := inputs.unreadable(path):
             return f"{path.relative_to(folder)} {why}"
-    return None
-
-
-def _unreadable(path: Path) -> str | None:
-    """Why a saved file cannot be read to its end, for the formats a checkpoint holds (None: it can, or is another)."""
-    if path.name.endswith(".index.json"):
-        try:
-            shards = set(json.loads(path.read_text())["weight_map"].values())
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
-            return "is not a readable index"
-        missing = sorted(s for s in shards if not (path.parent / s).is_file())
-        return f"names missing shards {missing}" if missing else None
-    if path.suffix == ".safetensors":
-        try:
-            with safe_open(str(path), "pt"):
-                return None
-        except (SafetensorError, OSError) as e:
-            return f"is truncated or corrupt ({e})"
-    if path.suffix in (".pt", ".pth", ".bin"):  # torch.save's zip format: its directory is written at the very end
-        try:
-            with zipfile.ZipFile(path) as z:
-                size = path.stat().st_size
-                if any(i.header_offset + i.compress_size > size for i in z.infolist()):
-                    return "is truncated"
-        except (zipfile.BadZipFile, OSError):
-            return "is truncated or corrupt (not a complete torch.save file)"
     return None
 
 

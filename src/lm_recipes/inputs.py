@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+from safetensors import SafetensorError, safe_open
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -86,8 +88,8 @@ def checkpoint_problem(name: str, key: str = "model_name_or_path") -> str | None
     weights = [w for w in WEIGHTS if (path / w).is_file()]
     if not weights:
         return f"{key}: {name} holds no model weights (model.safetensors); {A_MODEL}"
-    if weights[0] == "model.safetensors" and (problem := safetensors_problem(path / weights[0])):
-        return f"{key}: {problem}; the checkpoint is damaged: copy it again or {A_MODEL}"
+    if why := unreadable(path / weights[0]):
+        return f"{key}: {path / weights[0]} {why}; the checkpoint is damaged: copy it again or {A_MODEL}"
     return tokenizer_problem(name, key)
 
 
@@ -102,19 +104,27 @@ def tokenizer_problem(name: str, key: str = "tokenizer_name") -> str | None:
     return None
 
 
-def safetensors_problem(path: Path) -> str | None:
-    """A safetensors file whose header cannot be read or promises more bytes than the file has (a copy cut short)."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        length = int.from_bytes(head, "little") if len(head) == 8 else None
-        if length is None or length > size - 8:
-            return f"{path} is truncated or not safetensors ({size} bytes, no complete header)"
+def unreadable(path: Path) -> str | None:
+    """Why a saved file cannot be read to its end, for the formats a checkpoint holds (None: it can, or is another)."""
+    if path.name.endswith(".index.json"):
         try:
-            header = json.loads(f.read(length))
-            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-        except (ValueError, TypeError, KeyError, IndexError) as e:
-            return f"{path} has a damaged header ({e})"
-    if size < 8 + length + end:
-        return f"{path} is truncated ({size} bytes, its header describes {8 + length + end})"
+            shards = set(json.loads(path.read_text())["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+            return "is not a readable index"
+        missing = sorted(s for s in shards if not (path.parent / s).is_file())
+        return f"names missing shards {missing}" if missing else None
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), "pt"):
+                return None
+        except (SafetensorError, OSError) as e:
+            return f"is truncated or corrupt ({e})"
+    if path.suffix in (".pt", ".pth", ".bin"):  # torch.save's zip format: its directory is written at the very end
+        try:
+            with zipfile.ZipFile(path) as z:
+                size = path.stat().st_size
+                if any(i.header_offset + i.compress_size > size for i in z.infolist()):
+                    return "is truncated"
+        except (zipfile.BadZipFile, OSError):
+            return "is truncated or corrupt (not a complete torch.save file)"
     return None
