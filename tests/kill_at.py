@@ -14,6 +14,7 @@ import runpy
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -83,8 +84,13 @@ elif phase == "second-signal":
 
     received = []
     wrap(preemption.Preemption, "_handle", before=lambda self, signum, frame: received.append(signum))
-    wrap(torch, "save", before=lambda obj, f, *a, **kw: received and f.endswith("optimizer.pt")
-         and os.kill(os.getpid(), signal.SIGTERM))  # fmt: skip
+
+    def second(obj, f, *args, **kwargs):  # a second later, the first one's save being under way
+        if received and f.endswith("optimizer.pt"):
+            time.sleep(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    wrap(torch, "save", before=second)
 else:
     sys.exit(f"unknown phase {phase}")
 

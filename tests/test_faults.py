@@ -5,6 +5,7 @@ same command, which must finish the run with the final eval loss of a run that w
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,42 +113,60 @@ def test_a_kill_from_outside_mid_save_leaves_a_run_the_same_command_finishes(env
     assert final_eval_loss(out) == pytest.approx(uninterrupted()[0], rel=1e-6)
 
 
-@pytest.mark.parametrize(
-    "damage, why",
-    [
-        (lambda c: os.truncate(c / "model.safetensors", 100), "model.safetensors holds 100 bytes, not the"),
-        (lambda c: os.truncate(c / "optimizer.pt", 1000), "optimizer.pt holds 1000 bytes, not the"),
-        (lambda c: (c / "trainer_state.json").unlink(), "trainer_state.json is missing"),
-        (lambda c: (c / "scheduler.pt").unlink(), "scheduler.pt is missing"),
-        (lambda c: (c / checkpoints.MANIFEST).write_text("{"), f"its {checkpoints.MANIFEST} is not readable"),
-        # Saved without a manifest (an earlier release, another tool): the files themselves are read to their end.
-        (
-            lambda c: ((c / checkpoints.MANIFEST).unlink(), os.truncate(c / "model.safetensors", 5000)),
-            "model.safetensors is truncated or corrupt",
-        ),
-        (
-            lambda c: ((c / checkpoints.MANIFEST).unlink(), os.truncate(c / "optimizer.pt", 5000)),
-            "optimizer.pt is truncated or corrupt",
-        ),
-    ],
-    ids=[
-        "truncated weights",
-        "truncated optimizer",
-        "no trainer state",
-        "no scheduler",
-        "corrupt manifest",
-        "no manifest, truncated weights",
-        "no manifest, truncated optimizer",
-    ],
-)
-def test_a_damaged_newest_checkpoint_is_set_aside_for_the_one_before(damage, why, train):
-    run = train("clm.yaml", *TINY, "--max_steps", "10", "--save_steps", "5", "--eval_strategy", "no")
-    damage(run.output_dir / "checkpoint-10")
-    again = train("clm.yaml", *TINY, "--max_steps", "10", "--save_steps", "5", "--eval_strategy", "no")
-    assert f"checkpoint-10 is incomplete ({why}" in again.out
-    assert f"Resuming from {run.output_dir / 'checkpoint-5'}" in again.out
-    assert checkpoints.problem(run.output_dir / "checkpoint-10") is None  # saved again, whole
-    assert (run.output_dir / "incomplete-checkpoint-10").is_dir()
+DAMAGES = {
+    "truncated weights": (lambda c: os.truncate(c / "model.safetensors", 100), "model.safetensors holds 100 bytes"),
+    "truncated optimizer": (lambda c: os.truncate(c / "optimizer.pt", 1000), "optimizer.pt holds 1000 bytes, not the"),
+    "no trainer state": (lambda c: (c / "trainer_state.json").unlink(), "trainer_state.json is missing"),
+    "no scheduler": (lambda c: (c / "scheduler.pt").unlink(), "scheduler.pt is missing"),
+    "corrupt manifest": (lambda c: (c / checkpoints.MANIFEST).write_text("{"), "its complete.json is not readable"),
+    # Saved without a manifest (an earlier release, another tool): the files themselves are read to their end.
+    "no manifest, truncated weights": (
+        lambda c: ((c / checkpoints.MANIFEST).unlink(), os.truncate(c / "model.safetensors", 5000)),
+        "model.safetensors is truncated or corrupt",
+    ),
+    "no manifest, truncated optimizer": (
+        lambda c: ((c / checkpoints.MANIFEST).unlink(), os.truncate(c / "optimizer.pt", 5000)),
+        "optimizer.pt is truncated or corrupt",
+    ),
+    "no manifest, no state": (
+        lambda c: ((c / checkpoints.MANIFEST).unlink(), (c / "trainer_state.json").unlink()),
+        "it has no trainer_state.json: its save was cut short",
+    ),
+    "not a checkpoint": (lambda c: [p.unlink() for p in c.iterdir()], "it is not a checkpoint folder"),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_run(env, tmp_path_factory):
+    """A finished run with checkpoint-5 and checkpoint-10, made once; tests damage copies of it."""
+    out = tmp_path_factory.mktemp("saved") / "out"
+    run([sys.executable, str(TRAIN), str(ROOT / "recipes/clm.yaml"), *TINY, "--max_steps", "10", "--save_steps", "5",
+         "--eval_strategy", "no", "--output_dir", str(out)], env)  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("damage, why", DAMAGES.values(), ids=DAMAGES.keys())
+def test_a_damaged_checkpoint_is_not_taken_for_complete(damage, why, saved_run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(saved_run, out)
+    assert checkpoints.resumable(out) == (out / "checkpoint-10", [])
+    damage(out / "checkpoint-10")
+    found = checkpoints.problem(out / "checkpoint-10")
+    assert found.startswith(why), found
+    assert checkpoints.resumable(out) == (out / "checkpoint-5", [(out / "checkpoint-10", found)])
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_one_before_resumed(saved_run, tmp_path, env):
+    out = tmp_path / "out"
+    shutil.copytree(saved_run, out)
+    os.truncate(out / "checkpoint-10" / "optimizer.pt", 1000)
+    cmd = [sys.executable, str(TRAIN), str(ROOT / "recipes/clm.yaml"), *TINY, "--max_steps", "10", "--save_steps", "5",
+           "--eval_strategy", "no", "--output_dir", str(out)]  # fmt: skip
+    _, log = run(cmd, env)
+    assert "checkpoint-10 is incomplete (optimizer.pt holds 1000 bytes, not the" in log
+    assert f"Resuming from {out / 'checkpoint-5'}" in log and "moved aside to incomplete-checkpoint-10" in log
+    assert checkpoints.problem(out / "checkpoint-10") is None  # saved again, whole
+    assert os.path.getsize(out / "incomplete-checkpoint-10" / "optimizer.pt") == 1000  # kept as it was
 
 
 def test_no_complete_checkpoint_is_a_clear_error_that_writes_nothing(train):
@@ -199,6 +218,10 @@ def test_a_full_disk_is_named_and_the_rerun_resumes_once_there_is_space(env, tmp
             subprocess.run(["umount", str(disk)], check=True)
 
 
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def _start(cmd, env, cwd):
     return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)  # fmt: skip
@@ -226,8 +249,11 @@ def test_a_signal_saves_at_a_step_all_processes_agree_on_and_the_rerun_continues
     lines = _wait_for_training(proc)
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)  # Ctrl-C: the terminal signals the whole foreground process group
-    else:
-        proc.send_signal(sig)  # SLURM or Kubernetes: the job's main process (the launcher, which forwards it)
+    elif processes == 1:
+        proc.send_signal(sig)  # Kubernetes: the container's first process
+    else:  # SLURM: every process of the job step, the launcher included, which passes its copy on to each worker too
+        for pid in [proc.pid, *_children(proc.pid)]:
+            os.kill(pid, sig)
     lines += proc.stdout.readlines()
     status, log = proc.wait(), "".join(lines)
     # python scripts/train.py exits 128 + the signal; accelerate launch turns any child's failure into its own 1.

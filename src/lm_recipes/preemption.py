@@ -3,7 +3,8 @@ checkpoint at a step every process agrees on, so that rerunning the same command
 
 A signal only raises a flag; at the end of each optimizer step the processes combine their flags (accelerate's
 `set_trigger` / `check_trigger`, one all-reduce), and all of them save and stop at the same step. A second signal
-exits at once, without saving: the previous checkpoint stays the resume point.
+exits at once, without saving: the previous checkpoint stays the resume point (the same signal again within half a
+second is taken for the first delivered twice).
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# The same signal again within this many seconds is the first one delivered twice, not a second: under SLURM every
+# process of a job step gets the scheduler's SIGTERM, and torchrun passes its own copy on to each worker as well.
+ECHO = 0.5
 
 
 class Preempted(Exception):
@@ -41,6 +46,7 @@ class Preemption(TrainerCallback):
     def __init__(self, trainer):
         self.trainer = trainer
         self.received: int | None = None  # the signal this process received
+        self._received_at = 0.0  # when, by time.monotonic()
         self.stopped: int | None = None  # the signal all processes stopped on
         self._previous = {}
 
@@ -55,13 +61,15 @@ class Preemption(TrainerCallback):
 
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
+        if self.received == signum and time.monotonic() - self._received_at < ECHO:
+            return
         if self.received is not None:
             # Said on stderr directly: logging from a signal handler can deadlock on the handler's own lock.
             sys.stderr.write(f"\n{name} again: exiting now without saving; the last complete checkpoint stays the "
                              f"resume point\n")  # fmt: skip
             sys.stderr.flush()
             os._exit(128 + signum)
-        self.received = signum
+        self.received, self._received_at = signum, time.monotonic()
         if self.trainer.is_local_process_zero():
             sys.stderr.write(f"\n{name} received: saving a checkpoint at the end of this step, then stopping "
                              f"({name} again exits at once, without saving)\n")  # fmt: skip

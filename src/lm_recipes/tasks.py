@@ -7,6 +7,7 @@ loss, what its evaluations report, what samples it draws, and what a uniform gue
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ class MaskingCollator(DataCollatorForLanguageModeling):
         if self.mask_seed is not None:
             worker = torch.utils.data.get_worker_info()  # worker w of n collates micro-batches w, w + n, ...
             n, w = (worker.num_workers, worker.id) if worker else (1, 0)
-            self.generator = torch.Generator().manual_seed(self.mask_seed * 2**32 + self.start + self.calls * n + w)
+            self.generator = torch.Generator().manual_seed(_mix(self.mask_seed, self.start + self.calls * n + w))
             self.calls += 1
         if self.count == 1:
             return super().torch_mask_tokens(inputs, special_tokens_mask, offset_mapping)
@@ -113,6 +114,13 @@ class MaskingCollator(DataCollatorForLanguageModeling):
         tile = (self.count,) + (1,) * (inputs.dim() - 1)
         masked, labels = super().torch_mask_tokens(inputs.repeat(tile), special_tokens_mask.repeat(tile))
         return masked[rows], labels[rows]
+
+
+def _mix(seed: int, index: int) -> int:
+    """A generator seed for micro-batch `index` of a run at `seed`: torch's CPU generator keeps 32 bits of a seed, so
+    the two are hashed together rather than packed side by side."""
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
 
 
 def perplexity(loss: float) -> float:
