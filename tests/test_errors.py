@@ -232,6 +232,17 @@ CASES = {
                                   "tokenizer_name: the tokenizer of {tmp}/wordpiece has no end-of-text token"),
     "mlm tokenizer without mask": (["--tokenizer_name", "{tmp}/bpe", "--train_files", "{tmp}/small.txt"],
                                    "tokenizer_name: the tokenizer of {tmp}/bpe has no mask token"),
+    # checkpoints to resume from
+    "resume from a folder that is no checkpoint": (["--resume_from_checkpoint", "{tmp}/data"],
+                                                   "resume_from_checkpoint: {tmp}/data cannot be resumed from: it is "
+                                                   "not a checkpoint folder"),
+    "resume from a checkpoint cut short": (["--resume_from_checkpoint", "{tmp}/model"],
+                                           "resume_from_checkpoint: {tmp}/model cannot be resumed from: it has no "
+                                           "trainer_state.json: its save was cut short"),
+    "resume from a file": (["--resume_from_checkpoint", "{tmp}/small.txt"],
+                           "resume_from_checkpoint: {tmp}/small.txt is not a checkpoint folder"),
+    "resume from the last of none": (["--resume_from_checkpoint", "true"],
+                                     "resume_from_checkpoint: true but {tmp}/out has no checkpoint-* folder"),
     # the Hub, offline
     "hub checkpoint offline": (["--resume_from_checkpoint", "someone/nothing"],
                                "resume_from_checkpoint: someone/nothing is not a local folder, and as a Hub repo it "
