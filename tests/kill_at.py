@@ -5,7 +5,8 @@ Phases, in the order a save goes through them: `weights` (model.safetensors half
 (optimizer.pt half written), `state` (everything but trainer_state.json written), `commit` (every file written, the
 manifest not yet), `rotation` (committed; an older checkpoint half deleted by save_total_limit). `full` raises the
 OSError of a full disk while optimizer.pt is written, instead of killing (for machines without a tmpfs to fill).
-`second-signal` sends the run a second SIGTERM while it saves the checkpoint the first one asked for (STEP unused).
+`second-signal` sends the run a second SIGTERM while it saves the checkpoint the first one asked for, and
+`interrupt-data` a SIGINT (Ctrl-C) while it reads its data, before training (STEP unused by both).
 """
 
 import errno
@@ -91,6 +92,10 @@ elif phase == "second-signal":
             os.kill(os.getpid(), signal.SIGTERM)
 
     wrap(torch, "save", before=second)
+elif phase == "interrupt-data":
+    from lm_recipes import data
+
+    wrap(data, "load_texts", before=lambda *a, **kw: os.kill(os.getpid(), signal.SIGINT))
 else:
     sys.exit(f"unknown phase {phase}")
 

@@ -306,6 +306,15 @@ def test_a_second_signal_during_that_save_exits_at_once_and_the_checkpoint_befor
     assert final_eval_loss(out) == pytest.approx(uninterrupted()[0], rel=1e-6)
 
 
+def test_ctrl_c_before_training_exits_130_having_written_nothing(env, tmp_path):
+    out = tmp_path / "out"
+    status, log = run([sys.executable, str(HERE / "kill_at.py"), "interrupt-data", "0", *command(out)[2:]], env,
+                      check=False)  # fmt: skip
+    assert status == 130, log[-3000:]
+    assert "interrupted outside training: nothing more was saved" in log and "Traceback" not in log
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("recipe", ["clm.yaml", "mlm.yaml"])
 def test_two_processes_train_as_one_at_the_same_global_batch(recipe, uninterrupted):
     """fp32 on the CPU: the same recipe on 1 process of 8 sequences and on 2 processes of 4 gives the same curves

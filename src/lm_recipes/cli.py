@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         if PartialState().is_local_main_process:
             print(e, file=sys.stderr)
         return e.status
-    except KeyboardInterrupt:  # Ctrl-C before training started (during it, Preemption saves and stops)
-        print("interrupted before training started: nothing to resume from was saved", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C outside training (during it, preemption.Preemption saves and stops)
+        print("interrupted outside training: nothing more was saved; rerun the same command to go on from the newest "
+              "complete checkpoint, if any", file=sys.stderr)  # fmt: skip
         return 130
     finally:
         # Leave the process group cleanly: a process that exits while its peers still tear down can abort.
