@@ -169,19 +169,23 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_one_before_resumed(sav
     assert os.path.getsize(out / "incomplete-checkpoint-10" / "optimizer.pt") == 1000  # kept as it was
 
 
-def test_no_complete_checkpoint_is_a_clear_error_that_writes_nothing(train):
-    run = train("clm.yaml", *TINY, "--max_steps", "5", "--save_steps", "5", "--eval_strategy", "no")
-    (run.output_dir / "checkpoint-5" / "trainer_state.json").unlink()
-    (run.output_dir / "checkpoint-5" / checkpoints.MANIFEST).unlink()
-    before = sorted(p.name for p in run.output_dir.iterdir())
-    again = train("clm.yaml", *TINY, "--max_steps", "5", "--save_steps", "5", "--eval_strategy", "no", check=False)
-    assert again.returncode == 2
-    assert "has no complete checkpoint to resume from (checkpoint-5: it has no trainer_state.json" in again.out
-    assert "set resume_from_checkpoint: false to start fresh" in again.out
-    assert sorted(p.name for p in run.output_dir.iterdir()) == before
-    fresh = train("clm.yaml", *TINY, "--max_steps", "5", "--save_steps", "5", "--eval_strategy", "no",
-                  "--resume_from_checkpoint", "false")  # fmt: skip
-    assert fresh.state()["global_step"] == 5
+def test_no_complete_checkpoint_is_a_clear_error_that_writes_nothing(saved_run, tmp_path, env):
+    out = tmp_path / "out"
+    shutil.copytree(saved_run, out)
+    for folder in out.glob("checkpoint-*"):
+        (folder / "trainer_state.json").unlink()
+        (folder / checkpoints.MANIFEST).unlink()
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    cmd = [sys.executable, str(TRAIN), str(ROOT / "recipes/clm.yaml"), *TINY, "--max_steps", "5", "--save_steps", "5",
+           "--eval_strategy", "no", "--output_dir", str(out)]  # fmt: skip
+    status, log = run(cmd, env, check=False)
+    assert status == 2, log[-3000:]
+    assert "has no complete checkpoint to resume from (checkpoint-10: it has no trainer_state.json" in log
+    assert "set resume_from_checkpoint: false to start fresh" in log
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    _, log = run([*cmd, "--resume_from_checkpoint", "false"], env)  # starting fresh clears the checkpoints
+    assert "Resuming" not in log and [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-5"]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 5
 
 
 def _mount_tmpfs(folder: Path, size: str, remount: bool = False) -> bool:

@@ -71,15 +71,6 @@ def test_rerun_resumes_from_the_last_checkpoint_and_reuses_the_cache(train):
     assert "Tokenizing" not in again.out  # datasets shows this progress bar only when it tokenizes
 
 
-def test_fresh_start_on_request(train):
-    train("clm.yaml", *TINY, "--max_steps", "10", "--save_steps", "5", "--eval_strategy", "no")
-    again = train("clm.yaml", *TINY, "--max_steps", "5", "--save_steps", "5", "--eval_strategy", "no",
-                  "--resume_from_checkpoint", "false")  # fmt: skip
-    assert "Resuming" not in again.out
-    assert again.state()["global_step"] == 5
-    assert [p.name for p in sorted(again.output_dir.glob("checkpoint-*"))] == ["checkpoint-5"]
-
-
 def snapshot(folder):
     return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*")}
 
