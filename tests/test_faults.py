@@ -108,9 +108,13 @@ def test_a_kill_from_outside_mid_save_leaves_a_run_the_same_command_finishes(env
             break
         time.sleep(0.001)
     assert proc.wait() == -signal.SIGKILL
+    with (out / "samples.jsonl").open("a") as f:  # and as if it had been appending a record of samples
+        f.write('{"step": 12, "epoch": 0.0, "sam')
     _, log = run(command(out), env)
     assert "Resuming from" in log
     assert final_eval_loss(out) == pytest.approx(uninterrupted()[0], rel=1e-6)
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [10, 20]
 
 
 DAMAGES = {

@@ -16,6 +16,7 @@ from transformers.integrations import TensorBoardCallback, WandbCallback
 from transformers.integrations.integration_utils import default_logdir
 
 from . import checkpoints, flops
+from . import recipe as recipes
 from . import samples as sampling
 
 logger = logging.getLogger(__name__)
@@ -235,8 +236,8 @@ class Samples(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         # A resumed run draws again from its checkpoint's step on: records of later steps belong to the lost run.
         if state.is_world_process_zero and self.path.exists():
-            lines = self.path.read_text().splitlines()
-            self.path.write_text("".join(f"{x}\n" for x in lines if json.loads(x)["step"] <= state.global_step))
+            kept = [r for r in self.records() if r["step"] <= state.global_step]
+            recipes.write_whole(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def on_evaluate(self, args, state, control, **kwargs):
         if not (self.enabled and state.is_world_process_zero) or self.drawn_at(state.global_step):
@@ -258,7 +259,17 @@ class Samples(TrainerCallback):
     def drawn_at(self, step: int) -> bool:
         """Whether the samples of this step are already recorded: the final evaluation, or a finished run evaluated
         again, sees the model of the last in-training evaluation, whose samples are not drawn twice."""
+        records = self.records()
+        return bool(records) and records[-1]["step"] == step
+
+    def records(self) -> list[dict]:
+        """The records of samples.jsonl; a last line that a kill cut short is left out."""
         if not self.path.exists():
-            return False
-        lines = self.path.read_text().splitlines()
-        return bool(lines) and json.loads(lines[-1])["step"] == step
+            return []
+        records = []
+        for line in self.path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records

@@ -293,8 +293,16 @@ def save(recipe: Recipe, output_dir: str) -> Path:
     path = Path(output_dir) / "recipe.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# Resolved recipe: every key as it ran. Rerun it with: python scripts/train.py {path}\n"
-    path.write_text(header + dump(recipe))
+    write_whole(path, header + dump(recipe))
     return path
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file renamed over it: a kill leaves the old file or the new one,
+    never half of one (which a rerun would then have to read)."""
+    staged = path.with_name(f".{path.name}.tmp")
+    staged.write_text(text)
+    os.replace(staged, path)
 
 
 def dump(recipe: Recipe) -> str:
