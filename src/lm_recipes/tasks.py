@@ -84,7 +84,8 @@ class MaskingCollator(DataCollatorForLanguageModeling):
     - the masks are drawn for the micro-batches of all processes at once and each keeps its rows: accelerate gives
       process r the r-th per-device batch of each global one, so 1 process of 8 sequences and 2 of 4 mask the same
       tokens, and no two processes mask the same positions. Drawing costs `processes` times the random numbers of
-      one batch, in the data loader.
+      one batch, in the data loader. (This holds for map-style data, where each process collates its own rows; a
+      dataset that accelerate dispatches from one process would be collated whole there.)
 
     Without a seed it draws from the global RNG, as the transformers collator does."""
 
