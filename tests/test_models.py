@@ -69,8 +69,11 @@ def test_accumulation_gives_the_gradients_of_one_batch(objective, cache_dir, tmp
     whole, loss_whole, direct = one_step(objective, cache_dir, tmp_path / "a", batch=8, accumulation=1)
     split, loss_split, _ = one_step(objective, cache_dir, tmp_path / "b", batch=2, accumulation=4)
     assert sum(d.abs().sum() for d in whole.values()) > 0  # the step changed the weights
-    for name, delta in whole.items():
-        assert torch.allclose(split[name], delta, rtol=1e-5, atol=1e-7), name
+    for name, delta in whole.items():  # equal up to fp32 summation order, tensor by tensor: a gradient scaled by 1/4
+        # or normalised by another count of tokens is off by 25% or more; summing 4 micro-batches instead of 1 moves
+        # a tensor by about 1e-5 of its norm at most (some elements more, where they are small differences of large
+        # terms). The floor is for the attention key biases, whose gradient is zero but for rounding (about 1e-11).
+        assert (split[name] - delta).norm() <= 1e-4 * delta.norm() + 1e-9, name
     # The logged loss of both is the mean cross-entropy per predicted token (not per position, nor per micro-batch).
     assert math.isclose(loss_whole, direct, rel_tol=1e-4), (loss_whole, direct)
     assert math.isclose(loss_split, direct, rel_tol=1e-4), (loss_split, direct)
