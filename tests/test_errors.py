@@ -41,6 +41,7 @@ def made(tmp_path_factory):
 
 def files(tmp_path, made):
     (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "blank.txt").write_text("\n\n  \n\n")
     (tmp_path / "small.txt").write_text("Only a few words here.\n\nAnd a few more.\n")
     (tmp_path / "d.jsonl").write_text('{"body": "Some text to learn from."}\n' * 20)
     # Recipe files
@@ -249,6 +250,31 @@ CASES = {
                                "cannot be read (OfflineModeIsEnabled"),
     "hub push offline": (["--push_to_hub", "true", "--hub_model_id", "someone/model"],
                          "push_to_hub: cannot create or reach the Hub repo someone/model (OfflineModeIsEnabled"),
+    # streaming and prepared data
+    "streaming without max_steps": (["--streaming", "true", "--max_steps", "-1"],
+                                    "max_steps: a streamed run has no length"),
+    "streaming files without validation": (["--streaming", "true", "--max_steps", "5", "--train_files",
+                                            "{tmp}/good.jsonl"],
+                                           "streaming: train_files give no validation set"),
+    "validation_documents without streaming": (["--validation_documents", "5"],
+                                               "validation_documents: applies to streaming only"),
+    "streaming with loader workers": (["--streaming", "true", "--max_steps", "5", "--dataloader_num_workers", "2"],
+                                      "dataloader_num_workers: a stream is read in the training process"),
+    "streaming cut to samples": (["--streaming", "true", "--max_steps", "5", "--max_train_samples", "10"],
+                                 "max_train_samples: a stream is not cut to N blocks"),
+    "streaming a classifier": (["{root}/recipes/finetune-genre.yaml", "--streaming", "true", "--max_steps", "5"],
+                               "streaming: classification reads its labelled examples whole"),
+    "streaming from the Hub offline": (["--streaming", "true", "--max_steps", "5", "--dataset_name",
+                                        "someone/nothing"],
+                                       "dataset_name: could not load `someone/nothing`"),
+    "streaming a blank file": (["--streaming", "true", "--max_steps", "5", "--train_files", "{tmp}/blank.txt",
+                                "--eval_strategy", "no"],
+                               "streaming: the stream gives no tokenizer documents"),
+    "streaming a column that is not there": (["--streaming", "true", "--max_steps", "5", "--train_files",
+                                              "{tmp}/d.jsonl", "--validation_documents", "3"],
+                                             "text_column: `text` is not a column of the training stream"),
+    "prepared_dir never prepared": (["--prepared_dir", "{tmp}/data"],
+                                    "prepared_dir: {tmp}/data holds no prepared data; make it with"),
 }  # fmt: skip
 
 

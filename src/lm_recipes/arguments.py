@@ -83,6 +83,25 @@ class DataArguments:
     )
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder; none: HF_DATASETS_CACHE."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Redo tokenization instead of using the cache."})
+    prepared_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where scripts/prepare.py writes the tokenizer and blocks, and training loads them from; "
+                          "none: a folder under the datasets cache named by the data keys."},
+    )  # fmt: skip
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream the training text (datasets streaming): read, tokenized and cut into blocks as "
+                          "training goes, never held whole; needs max_steps."},
+    )  # fmt: skip
+    validation_documents: int | None = field(
+        default=None,
+        metadata={"help": "streaming: validation documents, from the head of the validation split (none: all of "
+                          "it) or, without one, held out from the head of the training stream."},
+    )  # fmt: skip
+    tokenizer_documents: int = field(
+        default=10000,
+        metadata={"help": "streaming: documents from the head of the training stream the tokenizer is trained on."},
+    )
 
     def uses_embedded_corpus(self) -> bool:
         return self.dataset_name is None and not self.train_files

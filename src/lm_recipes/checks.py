@@ -24,6 +24,8 @@ AT_LEAST = {
     "max_train_samples": (1, True, "training blocks kept; null keeps them all"),
     "max_eval_samples": (1, True, "validation blocks kept; null keeps them all"),
     "preprocessing_num_workers": (1, True, "tokenizing processes; null tokenizes in this one"),
+    "validation_documents": (1, True, "validation documents read from the head of a stream"),
+    "tokenizer_documents": (1, True, "documents the tokenizer of a stream is trained on"),
     "min_frequency": (1, True, "occurrences a merge or word piece needs"),
     "dataloader_num_workers": (0, True, "processes loading batches; 0 loads them in the training process"),
     "learning_rate": (0, False, "the peak step size of the optimizer, e.g. 5e-4"),
@@ -168,8 +170,35 @@ def check(recipe: Recipe) -> list[str]:
         problems.append("validation_files needs train_files; set train_files too, or drop validation_files")
     if d.passage_lines < 1:
         problems.append(f"passage_lines: {d.passage_lines} must be at least 1 line")
+    problems += streaming_problems(recipe)
     if d.genres and not d.uses_embedded_corpus():
         problems.append("genres: picks plays of the embedded corpus only; drop it, or drop dataset_name/train_files")
+    return problems
+
+
+def streaming_problems(recipe: Recipe) -> list[str]:
+    """A streamed run has no length and no carved validation split: what it needs instead."""
+    d, args, m = recipe.data, recipe.training, recipe.model
+    if not d.streaming:
+        return [f"{key}: applies to streaming only; set streaming: true, or drop it"
+                for key in ("validation_documents",) if getattr(d, key) is not None]  # fmt: skip
+    problems = []
+    if args.max_steps <= 0:
+        problems.append("max_steps: a streamed run has no length to count epochs in; give the optimizer steps to "
+                        "train, e.g. --max_steps 2000")  # fmt: skip
+    if m.objective == "classification":
+        problems.append("streaming: classification reads its labelled examples whole; set streaming: false")
+    if args.dataloader_num_workers:
+        problems.append("dataloader_num_workers: a stream is read in the training process, where its position is "
+                        "recorded for each checkpoint; set 0")  # fmt: skip
+    if d.max_train_samples is not None:
+        problems.append("max_train_samples: a stream is not cut to N blocks; max_steps bounds a streamed run, drop "
+                        "max_train_samples")  # fmt: skip
+    has_split = d.validation_files or d.uses_embedded_corpus() or d.dataset_name  # a Hub split is known once loaded
+    if args.eval_strategy != "no" and not has_split and d.validation_documents is None:
+        problems.append("streaming: train_files give no validation set (a stream has no split to carve); give "
+                        "validation_files, or validation_documents: N to hold out the first N documents of the "
+                        "stream, or set eval_strategy: 'no'")  # fmt: skip
     return problems
 
 

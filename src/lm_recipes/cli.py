@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import datasets
 import transformers
 from accelerate import PartialState
 
-from . import callbacks, checkpoints, hub, preemption, training
+from . import callbacks, checkpoints, hub, preemption, preparation, prepared_data, streaming, training
 from . import recipe as recipes
 
 USAGE = (
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except recipes.RecipeError as e:
         print(f"error: the recipe cannot run:\n{e}\n{USAGE}", file=sys.stderr)
         return 2
+    except streaming.StreamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except hub.PushError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
@@ -73,4 +77,44 @@ def main(argv: list[str] | None = None) -> int:
         # Leave the process group cleanly: a process that exits while its peers still tear down can abort.
         if PartialState._shared_state:
             PartialState().destroy_process_group()
+    return 0
+
+
+PREPARE_USAGE = "usage: prepare.py RECIPE.yaml [--key value ...]   (the same recipe and flags as train.py)"
+
+
+def prepare_main(argv: list[str] | None = None) -> int:
+    """`prepare.py RECIPE.yaml [--key value ...]`: the recipe's tokenizer and blocks, made once with every core and
+    written to its prepared folder, where every training run of the same recipe loads them."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        print(PREPARE_USAGE)
+        return 0
+    try:
+        recipe = recipes.load(argv)
+        setup_logging(recipe.training)
+        if recipe.training.world_size > 1:
+            raise recipes.RecipeError("prepare.py runs once, in one process: `python scripts/prepare.py RECIPE.yaml`")
+        d = recipe.data
+        if d.preprocessing_num_workers is None:
+            d.preprocessing_num_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        limits = d.max_train_samples, d.max_eval_samples
+        d.max_train_samples = d.max_eval_samples = None  # the whole data: a run's limits apply when it loads
+        made = preparation.make(recipe)
+        d.max_train_samples, d.max_eval_samples = limits
+        splits = {split: dataset for split, dataset in made.datasets.items()}
+        folder = prepared_data.save(recipe, made.tokenizer, splits, made.labels)
+    except recipes.RecipeError as e:
+        print(f"error: the recipe cannot be prepared:\n{e}\n{PREPARE_USAGE}", file=sys.stderr)
+        return 2
+    except streaming.StreamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was prepared (the next prepare.py removes a partial folder)", file=sys.stderr)
+        return 130
+    counts = ", ".join(f"{split} {len(dataset):,} rows" for split, dataset in splits.items())
+    streamed = " (the training text streams as it trains)" if d.streaming else ""
+    print(f"prepared: {folder}\n  tokenizer ({len(made.tokenizer):,} tokens), {counts}{streamed}\n"
+          f"  training with the same recipe and flags loads it from there, on any number of processes")  # fmt: skip
     return 0

@@ -39,13 +39,7 @@ def load_texts(args: DataArguments, seed: int, labelled: bool = False) -> Datase
     if args.uses_embedded_corpus():
         raw = _embedded(args, labelled)
     elif args.dataset_name:
-        try:
-            raw = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
-        except (ConnectionError, FileNotFoundError, ValueError) as e:
-            raise RecipeError(
-                f"dataset_name: could not load `{args.dataset_name}` ({e}); check the id and config name, and the "
-                f"network: offline (HF_HUB_OFFLINE=1) only datasets already in the cache load"
-            ) from None
+        raw = load_hub(args)
     else:
         raw, files = _local(args)
     if "train" not in raw:
@@ -75,6 +69,19 @@ def load_texts(args: DataArguments, seed: int, labelled: bool = False) -> Datase
     if "validation" in raw:
         keep["validation"] = raw["validation"]
     return DatasetDict(keep)
+
+
+def load_hub(args: DataArguments, streaming: bool = False):
+    """The Hub dataset of `dataset_name`, as a DatasetDict (or, `streaming`, an IterableDatasetDict)."""
+    try:
+        return datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir,
+                                     streaming=streaming)  # fmt: skip
+    except (ConnectionError, FileNotFoundError, ValueError) as e:
+        raise RecipeError(
+            f"dataset_name: could not load `{args.dataset_name}` ({e}); check the id and config name, and the "
+            f"network: offline (HF_HUB_OFFLINE=1) only datasets already in the cache load"
+            + (", and a stream reads from the Hub as it goes" if streaming else "")
+        ) from None
 
 
 def _embedded(args: DataArguments, labelled: bool) -> DatasetDict:
@@ -138,14 +145,7 @@ def load_validation_files(args: DataArguments) -> DatasetDict:
 def read_files(args: DataArguments, data_files: dict[str, list[str]]) -> DatasetDict:
     """Local files of one format (txt, json, jsonl, csv or parquet) as one split per key of `data_files`."""
     key = "train_files" if "train" in data_files else "validation_files"
-    exts = {os.path.splitext(f)[1].lower() for fs in data_files.values() for f in fs}
-    unknown = exts - set(BUILDERS)
-    if unknown:
-        raise RecipeError(f"{key}: cannot read {sorted(unknown)} files; use one of {sorted(BUILDERS)}")
-    builders = {BUILDERS[e] for e in exts}
-    if len(builders) > 1:
-        raise RecipeError(f"{key}: mixes {sorted(exts)} files; give files of one format per recipe")
-    builder = builders.pop()
+    builder = builder_for(key, [f for fs in data_files.values() for f in fs])
     kwargs = {"sample_by": args.sample_by} if builder == "text" else {}
     try:
         return datasets.load_dataset(builder, data_files=data_files, cache_dir=args.cache_dir, **kwargs)
@@ -160,6 +160,18 @@ def read_files(args: DataArguments, data_files: dict[str, list[str]]) -> Dataset
                 raise RecipeError(problem) from None
         raise RecipeError(f"{key}: could not read the files as {builder} ({type(cause).__name__}: {cause}); check "
                           f"their format") from None  # fmt: skip
+
+
+def builder_for(key: str, files: list[str]) -> str:
+    """The datasets builder (text, json, csv, parquet) that reads `files`, all of one format."""
+    exts = {os.path.splitext(f)[1].lower() for f in files}
+    unknown = exts - set(BUILDERS)
+    if unknown:
+        raise RecipeError(f"{key}: cannot read {sorted(unknown)} files; use one of {sorted(BUILDERS)}")
+    builders = {BUILDERS[e] for e in exts}
+    if len(builders) > 1:
+        raise RecipeError(f"{key}: mixes {sorted(exts)} files; give files of one format per recipe")
+    return builders.pop()
 
 
 def build_blocks(

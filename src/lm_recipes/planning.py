@@ -15,7 +15,12 @@ logger = logging.getLogger(__name__)
 SCHEDULE_FILE = "lr_schedule.png"
 
 
-def total_steps(args, train_size: int) -> int:
+def size(dataset) -> int | None:
+    """Rows of a dataset; None for a stream, which has no length."""
+    return len(dataset) if hasattr(dataset, "__len__") else None
+
+
+def total_steps(args, train_size: int | None) -> int:
     """Optimizer steps of the run: max_steps, or the epochs' worth of batches of all processes."""
     if args.max_steps > 0:
         return args.max_steps
@@ -23,7 +28,7 @@ def total_steps(args, train_size: int) -> int:
     return math.ceil(batches / args.gradient_accumulation_steps * args.num_train_epochs)
 
 
-def lines(recipe, train_size: int, model) -> list[str]:
+def lines(recipe, train_size: int | None, model) -> list[str]:
     """The derived numbers of a run, as lines to print at start."""
     a, block = recipe.training, recipe.data.block_size
     per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size
@@ -32,21 +37,23 @@ def lines(recipe, train_size: int, model) -> list[str]:
         f"global batch: {per_step} sequences = {a.per_device_train_batch_size} per device x "
         f"{a.gradient_accumulation_steps} accumulation steps x {a.world_size} processes"
     )
-    epochs = steps * per_step / max(train_size, 1)
+    epochs = f" ({steps * per_step / max(train_size, 1):.2f} epochs)" if train_size is not None else ""
     compute = steps * per_step * block * flops.flops_per_token(model, block)
     if TASKS[recipe.model.objective].labelled:  # examples of up to block_size tokens, not blocks
         data_lines = [
             f"training examples: {train_size:,} of at most {block} tokens",
             batch,
-            f"optimizer steps: {steps:,}; examples seen: {steps * per_step:,} ({epochs:.2f} epochs)",
+            f"optimizer steps: {steps:,}; examples seen: {steps * per_step:,}{epochs}",
             f"training compute: at most {compute:.3g} FLOPs (6N + attention per token, examples at full length)",
         ]
     else:
         data_lines = [
-            f"training blocks: {train_size:,} of {block} tokens = {train_size * block:,} tokens",
+            f"training blocks: {train_size:,} of {block} tokens = {train_size * block:,} tokens"
+            if train_size is not None
+            else f"training blocks: streamed, {block} tokens each, cut as they are read",
             batch,
             f"tokens per optimizer step: {per_step * block:,}",
-            f"optimizer steps: {steps:,}; tokens seen: {steps * per_step * block:,} ({epochs:.2f} epochs)",
+            f"optimizer steps: {steps:,}; tokens seen: {steps * per_step * block:,}{epochs}",
             f"training compute: {compute:.3g} FLOPs (6N + attention per token; evaluation not counted)",
         ]
     return [
@@ -71,8 +78,8 @@ def schedule(trainer, steps: int) -> list[float] | None:
 def show(trainer, recipe) -> list[str]:
     """The plan of `recipe` (built into `trainer`, not trained) as lines, its schedule drawn into output_dir."""
     args = trainer.args
-    out = lines(recipe, len(trainer.train_dataset), trainer.model)
-    steps = total_steps(args, len(trainer.train_dataset))
+    out = lines(recipe, size(trainer.train_dataset), trainer.model)
+    steps = total_steps(args, size(trainer.train_dataset))
     lrs = schedule(trainer, steps)
     kind = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
     if lrs is None:

@@ -66,7 +66,7 @@ class Recipe:
         keep = {}
         for part in (self.tokenizer, self.data, self.model):
             keep.update(asdict(part))
-        for k in ("preprocessing_num_workers", "cache_dir", "overwrite_cache", "max_eval_samples"):
+        for k in ("preprocessing_num_workers", "cache_dir", "overwrite_cache", "max_eval_samples", "prepared_dir"):
             keep.pop(k, None)
         if self.model.model_name_or_path:  # the checkpoint decides the architecture and tokenizer, not these keys
             for k in (*FROM_CHECKPOINT, *(f.name for f in fields(TokenizerArguments))):

@@ -11,10 +11,14 @@ import logging
 import textwrap
 from pathlib import Path
 
+import datasets
+import torch
+from accelerate.data_loader import prepare_data_loader
+from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from . import callbacks, checkpoints, hub, modelcard, models, planning, plots
+from . import callbacks, checkpoints, hub, modelcard, models, planning, plots, streaming
 from . import recipe as recipes
 from .checkpoints import Start
 from .preemption import Preempted, Preemption
@@ -58,6 +62,8 @@ class LMTrainer(Trainer):
         self.recipe = recipe
         self.task = TASKS[recipe.model.objective]
         self.tokens_processed = 0  # by training_step on this process, padding included: for throughput
+        self.stream_position: streaming.Position | None = None  # a streamed run's place in its stream
+        self.stream_restart: dict | None = None  # the saved place a resumed streamed run starts from
         super().__init__(*args, compute_loss_func=self.task.loss, **kwargs)
         # The collator shifts causal labels already: the Trainer must count them as they are, whatever loss_type a
         # transformers release gives the model (it drops each row's first label for a ForCausalLM loss).
@@ -78,6 +84,11 @@ class LMTrainer(Trainer):
         limit, self.args.save_total_limit = self.args.save_total_limit, None  # rotation waits for the commit
         try:
             with checkpoints.saving(folder, "the checkpoint", remove_partial=self.args.should_save):
+                if self.stream_position is not None:  # each process its part of the stream; first, as the weights
+                    micro_batch = self.state.global_step * self.args.gradient_accumulation_steps  # make it complete
+                    folder.mkdir(parents=True, exist_ok=True)
+                    streaming.save_position(folder, self.args.process_index, self.args.world_size, micro_batch,
+                                            self.stream_position.after(micro_batch))  # fmt: skip
                 super()._save_checkpoint(model, trial)
                 self.accelerator.wait_for_everyone()
                 if self.args.should_save:
@@ -86,6 +97,23 @@ class LMTrainer(Trainer):
             self.args.save_total_limit = limit
         if self.args.should_save:
             rotate_checkpoints(str(run_dir), limit, self.state.best_model_checkpoint, use_mtime=True)
+
+    def get_train_dataloader(self) -> DataLoader:
+        """A streamed run's loader: this process's part of the stream (streaming.blocks split it by node), read in
+        this process alone, neither dispatched nor sharded again by accelerate, its position recorded per
+        micro-batch; a resumed run sets the stream where its checkpoint left it instead of replaying batches."""
+        if not isinstance(self.train_dataset, datasets.IterableDataset):
+            return super().get_train_dataloader()
+        self.stream_position = streaming.Position(self.train_dataset, self.data_collator)
+        if self.stream_restart is not None:
+            self.stream_position.restart(self.stream_restart["micro_batch"], self.stream_restart["state"])
+        # Its own generator: starting to iterate draws a seed, which from the global RNG would shift the dropout of a
+        # resumed run (the Trainer restores the RNG before the loader starts).
+        loader = DataLoader(self.train_dataset, batch_size=self._train_batch_size, collate_fn=self.stream_position,
+                            pin_memory=self.args.dataloader_pin_memory,
+                            generator=torch.Generator().manual_seed(self.args.seed))  # fmt: skip
+        return prepare_data_loader(loader, self.args.device, num_processes=1, process_index=0, put_on_device=True,
+                                   dispatch_batches=False, rng_types=None)  # fmt: skip
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.tokens_processed += inputs["input_ids"].numel()  # shape only: no device sync
@@ -150,6 +178,8 @@ def build_trainer(recipe: Recipe, model: PreTrainedModel, prepared: Prepared) ->
     """The recipe's Trainer, ready to train or evaluate, with its watchers. Raises RecipeError when the Hub repo of
     push_to_hub cannot be created (the Trainer creates it as it starts)."""
     args, task = recipe.training, TASKS[recipe.model.objective]
+    if recipe.data.streaming:
+        args.ignore_data_skip = True  # a resumed stream starts at its saved position: no batches to replay
     try:
         trainer = LMTrainer(
             model=model,
@@ -210,7 +240,11 @@ def build(recipe: Recipe, start: Start | None = None) -> LMTrainer:
         recipes.check_same(recipe, out, f"the Hub repo {start.hub[0]}", resolved=True, saved=start.hub_recipe)
     elif start is not None and start.local and Path(start.checkpoint).parent == out:
         recipes.check_same(recipe, out, resolved=True)
-    return build_trainer(recipe, model, prepared)
+    trainer = build_trainer(recipe, model, prepared)
+    if recipe.data.streaming and start is not None and start.local and not start.finished:
+        args = recipe.training
+        trainer.stream_restart = streaming.read_position(start.checkpoint, args.process_index, args.world_size)
+    return trainer
 
 
 def show_plan(recipe: Recipe) -> list[str]:
@@ -263,7 +297,7 @@ def announce(trainer: LMTrainer, recipe: Recipe, start: Start) -> None:
                      for k, v in recipe.changes().items())  # fmt: skip
     logger.info("recipe, the keys that differ from the defaults (%s will hold every key):\n%s", out / "recipe.yaml",
                 textwrap.fill(keys or "none", width=116, initial_indent="  ", subsequent_indent="  "))  # fmt: skip
-    for line in planning.lines(recipe, len(trainer.train_dataset), trainer.model):
+    for line in planning.lines(recipe, planning.size(trainer.train_dataset), trainer.model):
         logger.info(line)
 
 
@@ -274,9 +308,26 @@ def train(trainer: LMTrainer, start: Start) -> dict[str, float]:
         trainer.model.load_state_dict(type(trainer.model).from_pretrained(start.checkpoint).state_dict())
         trainer.state = start.finished
         return {}
-    result = trainer.train(resume_from_checkpoint=start.checkpoint)
+    if trainer.args.ignore_data_skip and start.checkpoint and trainer.stream_restart is None:  # from the Hub
+        args = trainer.args
+        trainer.stream_restart = streaming.read_position(start.checkpoint, args.process_index, args.world_size)
+    try:
+        result = trainer.train(resume_from_checkpoint=start.checkpoint)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        if not (trainer.recipe.data.streaming and streaming.raised_reading(e)):
+            raise
+        newest, _ = checkpoints.resumable(trainer.args.output_dir)
+        kept = f"{newest} stays the resume point" if newest else "no checkpoint was saved yet"
+        raise streaming.StreamError(f"{streaming.describe(e)} at step {trainer.state.global_step}; {kept}: make the "
+                                    f"file readable again and rerun the same command to go on") from None  # fmt: skip
     if trainer.preemption.stopped is not None:
         return {}  # not the run's metrics: run() raises Preempted
+    if trainer.stream_position is not None and trainer.state.global_step < trainer.args.max_steps:
+        if not trainer.control.should_training_stop or trainer.stream_position.formed == 0:  # not stopped early
+            raise streaming.StreamError(
+                f"streaming: the stream ran dry at step {trainer.state.global_step}: a whole pass over it makes no "
+                f"block of {trainer.recipe.data.block_size} tokens; lower block_size or give more text"
+            )
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     return dict(result.metrics)
