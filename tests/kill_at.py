@@ -6,7 +6,8 @@ Phases, in the order a save goes through them: `weights` (model.safetensors half
 manifest not yet), `rotation` (committed; an older checkpoint half deleted by save_total_limit). `full` raises the
 OSError of a full disk while optimizer.pt is written, instead of killing (for machines without a tmpfs to fill).
 `second-signal` sends the run a second SIGTERM while it saves the checkpoint the first one asked for, and
-`interrupt-data` a SIGINT (Ctrl-C) while it reads its data, before training (STEP unused by both).
+`interrupt-data` a SIGINT (Ctrl-C) while it reads its data, before training (STEP unused by both). `remove-data`
+deletes the file named by $LM_REMOVE once checkpoint-STEP is committed (a streamed file gone mid-run).
 """
 
 import errno
@@ -96,6 +97,8 @@ elif phase == "interrupt-data":
     from lm_recipes import data
 
     wrap(data, "load_texts", before=lambda *a, **kw: os.kill(os.getpid(), signal.SIGINT))
+elif phase == "remove-data":  # not a kill: the data file in $LM_REMOVE deleted once checkpoint-STEP is committed
+    wrap(checkpoints, "commit", after=lambda folder: Path(folder).name == TARGET and os.remove(os.environ["LM_REMOVE"]))
 else:
     sys.exit(f"unknown phase {phase}")
 

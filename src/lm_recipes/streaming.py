@@ -104,17 +104,33 @@ def _materialize(stream: IterableDataset, args: DataArguments, limit: int | None
     return Dataset.from_dict({args.text_column: texts})
 
 
+def documents(streamed: Streamed, column: str, *, rank: int, world: int) -> IterableDataset:
+    """This process's part of the training documents: split by node, without the held-out head (the first `held`
+    documents of the whole stream). Split by files (their number a multiple of the processes), the head opens
+    process 0's part, which skips it; split by examples (each process every world-th document), the whole stream
+    skips it before it is divided."""
+    stream, held = streamed.train.select_columns([column]), streamed.held
+    by_files = stream.n_shards % world == 0
+    if held and not by_files:
+        stream = stream.skip(held)
+    mine = split_dataset_by_node(stream, rank=rank, world_size=world)
+    if held and by_files:
+        if world > 1:
+            first = split_dataset_by_node(stream, rank=0, world_size=world)
+            if sum(1 for _ in reading(first.take(held))) < held:
+                raise RecipeError(
+                    f"validation_documents: {held} documents reach past the first {stream.n_shards // world} of the "
+                    f"{stream.n_shards} files, which process 0 of {world} reads; hold out fewer, or give "
+                    f"validation_files"
+                )
+        mine = mine.skip(held) if rank == 0 else mine
+    return mine
+
+
 def blocks(streamed: Streamed, tokenizer, args: DataArguments, *, mlm: bool, rank: int, world: int) -> IterableDataset:
     """This process's stream of {"input_ids"} blocks of `block_size` tokens, repeated without end (max_steps stops
     it), so that the Trainer never ends an epoch and the saved position always applies."""
-    stream, held = streamed.train, streamed.held
-    mine = split_dataset_by_node(stream.select_columns([args.text_column]), rank=rank, world_size=world)
-    if held:
-        # The held-out documents are the first `held` of the whole stream. Split by files, they open process 0's part;
-        # split by examples, process r has every world-th document from r.
-        by_files = stream.n_shards % world == 0
-        skip = (held if rank == 0 else 0) if by_files else max(0, math.ceil((held - rank) / world))
-        mine = mine.skip(skip) if skip else mine
+    mine = documents(streamed, args.text_column, rank=rank, world=world)
     add_special, eos_id = data.separators(tokenizer, mlm)
     backend = tokenizer.backend_tokenizer
     backend.no_truncation()
@@ -160,7 +176,7 @@ def raised_reading(error: BaseException) -> bool:
 
 def describe(error: BaseException) -> str:
     where = getattr(error, "filename", None)
-    what = f"{where}: " if where else ""
+    what = f"{where}: " if where and str(where) not in str(error) else ""
     return f"streaming: could not read the data ({what}{type(error).__name__}: {error})"
 
 
