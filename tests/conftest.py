@@ -50,6 +50,23 @@ def trained(env, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def prepared(env):
+    """prepared(recipe, *flags): scripts/prepare.py run once per session for those flags, into the session's cache,
+    where training with the same recipe and flags finds it (several processes need it)."""
+    done = set()
+
+    def _prepare(recipe: str, *flags: str) -> str:
+        if (recipe, flags) not in done:
+            cmd = [sys.executable, str(ROOT / "scripts" / "prepare.py"), str(ROOT / "recipes" / recipe), *flags]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            done.add((recipe, flags))
+        return recipe
+
+    return _prepare
+
+
+@pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> str:
     """One datasets cache for the session: the embedded corpus is tokenized once for all tests."""
     return str(tmp_path_factory.mktemp("hf_cache"))

@@ -98,7 +98,8 @@ elif phase == "interrupt-data":
 
     wrap(data, "load_texts", before=lambda *a, **kw: os.kill(os.getpid(), signal.SIGINT))
 elif phase == "remove-data":  # not a kill: the data file in $LM_REMOVE deleted once checkpoint-STEP is committed
-    wrap(checkpoints, "commit", after=lambda folder: Path(folder).name == TARGET and os.remove(os.environ["LM_REMOVE"]))
+    gone = os.environ.get("LM_REMOVE")
+    wrap(checkpoints, "commit", after=lambda folder: Path(folder).name == TARGET and os.remove(gone))
 else:
     sys.exit(f"unknown phase {phase}")
 

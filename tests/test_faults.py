@@ -42,11 +42,13 @@ def final_eval_loss(out) -> float:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(env, tmp_path_factory):
+def uninterrupted(env, tmp_path_factory, prepared):
     """The final eval loss of the run never interrupted, for (recipe, processes), made once."""
     made = {}
 
     def get(recipe="clm.yaml", processes=1):
+        if processes == 2:
+            prepared(recipe, *RUN)  # several processes load prepared data
         if (recipe, processes) not in made:
             out = tmp_path_factory.mktemp("uninterrupted")
             two = dict(launcher=LAUNCH2, script=("scripts/train.py",)) if processes == 2 else {}
@@ -246,12 +248,14 @@ def _wait_for_training(proc) -> list[str]:
 
 @pytest.mark.parametrize("processes", [1, 2])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_saves_at_a_step_all_processes_agree_on_and_the_rerun_continues(sig, processes, env, tmp_path,
-                                                                                  uninterrupted):  # fmt: skip
+def test_a_signal_saves_at_a_step_all_processes_agree_on_and_the_rerun_continues(
+    sig, processes, env, tmp_path, uninterrupted, prepared
+):
     out = tmp_path / "out"
     if processes == 1:
         cmd = command(out)
     else:
+        prepared("clm.yaml", *RUN)
         cmd = command(out, *TWO, launcher=LAUNCH2, script=("scripts/train.py",))
     proc = _start(cmd, env, ROOT)
     lines = _wait_for_training(proc)

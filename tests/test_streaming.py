@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -61,13 +62,13 @@ def test_a_streamed_block_is_cut_as_a_prepared_one(tmp_path):
     streamed = streaming.load(args)
     tokenizer = tokenizers.wrap(tokenizers.train(TokenizerArguments(vocab_size=400), "bpe", streamed.head, "text"),
                                 "bpe", TokenizerArguments(vocab_size=400), 64)  # fmt: skip
-    docs = [row["text"] for _, row in zip(range(300), streaming.documents(streamed, "text", rank=0, world=1))]
+    docs = [row["text"] for row in islice(streaming.documents(streamed, "text", rank=0, world=1), 300)]
     assert len(docs) < streaming.GROUP_DOCUMENTS
     args.streaming = False
     expected = data.build_blocks(DatasetDict(train=Dataset.from_dict({"text": docs})), tokenizer, args, mlm=False)
     one_group = streamed.train.take(5 + len(docs))  # the held-out head, then the documents above
     got = streaming.blocks(streaming.Streamed(one_group, 5, None, None), tokenizer, args, mlm=False, rank=0, world=1)
-    got = [row["input_ids"] for _, row in zip(range(len(expected["train"])), got)]
+    got = [row["input_ids"] for row in islice(got, len(expected["train"]))]
     assert got == expected["train"]["input_ids"]
     assert all(len(b) == 64 for b in got) and sum(b.count(tokenizer.eos_token_id) for b in got) > 10
 

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import subprocess
 import sys
 
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, pipeline
@@ -102,19 +103,28 @@ def test_text_column_missing_is_refused_before_writing(train, tmp_path):
     assert not run.output_dir.exists()
 
 
-def test_two_processes_tokenize_once_and_share_the_global_batch(train, env, tmp_path):
+def test_two_processes_load_prepared_data_and_share_the_global_batch(train, env, tmp_path):
+    """Unprepared, two processes are refused at once (one would tokenize while the other waits); prepare.py makes
+    the data once, and then they load it, tokenizing nothing."""
     # accelerate's `--cpu --num_processes 2` starts one process unless given an MPI hostfile; its torchrun path
     # (--multi_gpu) starts two, and on a machine without a GPU they train on the CPU over gloo.
     config = str(ROOT / "accelerate_config.yaml")
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--multi_gpu",
                 "--num_processes", "2"]  # fmt: skip
-    fresh = str(tmp_path / "fresh_cache")  # nothing cached yet: someone has to tokenize
-    run = train("mlm.yaml", *TINY, "--max_steps", "6", "--per_device_train_batch_size", "4",
-                "--gradient_accumulation_steps", "2", "--eval_strategy", "no", "--save_steps", "6",
-                "--include_num_input_tokens_seen", "true", "--cache_dir", fresh, launcher=launcher)  # fmt: skip
+    fresh = str(tmp_path / "fresh_cache")  # nothing prepared yet
+    flags = [*TINY, "--max_steps", "6", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
+             "--eval_strategy", "no", "--save_steps", "6", "--include_num_input_tokens_seen", "true", "--cache_dir",
+             fresh]  # fmt: skip
+    refused = train("mlm.yaml", *flags, launcher=launcher, check=False)
+    assert refused.returncode != 0 and "python scripts/prepare.py RECIPE.yaml" in refused.out, refused.out[-3000:]
+    assert "Tokenizing" not in refused.out and not refused.output_dir.exists()
+    prep = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare.py"), str(ROOT / "recipes" / "mlm.yaml"),
+                           *flags], env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert prep.returncode == 0 and "prepared: " in prep.stdout, prep.stdout[-2000:] + prep.stderr[-3000:]
+    run = train("mlm.yaml", *flags, launcher=launcher)
     assert "global batch: 16 sequences = 4 per device x 2 accumulation steps x 2 processes" in run.out
-    assert run.out.count("Tokenizing train:   0%") == 1, run.out[-4000:]
-    assert run.out.count("Training a wordpiece tokenizer") == 1
+    assert "Loaded the prepared tokenizer and data from" in run.out
+    assert "Tokenizing" not in run.out and "Training a wordpiece tokenizer" not in run.out, run.out[-4000:]
     state = run.state()
     assert state["global_step"] == 6
     assert state["log_history"][-1]["num_input_tokens_seen"] == 6 * 16 * 64
