@@ -36,6 +36,9 @@ def test_a_prepared_recipe_trains_to_the_same_result_without_tokenizing(train, e
     assert loaded.losses() == made.losses()
     results = [json.loads((r.output_dir / "eval_results.json").read_text()) for r in (loaded, made)]
     assert results[0]["eval_loss"] == results[1]["eval_loss"]
+    # A key moved since: the run prepares for itself, and says which key differs from what was prepared.
+    moved = train("clm.yaml", *flags, "--block_size", "32", "--plan", output_dir=tmp_path / "moved")
+    assert f"the data prepared last differs: block_size is 64 there, 32 here (in {folder})" in moved.out
 
 
 def test_a_prepared_dir_of_other_keys_or_files_is_refused_naming_what_differs(tmp_path, capsys, cache_dir):

@@ -43,11 +43,16 @@ def prepare(recipe: Recipe) -> Prepared:
             splits[split] = data.first(splits[split], d, split)
         prepared = Prepared(tokenizer, DatasetDict(splits), names)
     elif args.world_size > 1 and not d.streaming:
+        other = prepared_data.nearest(recipe)
         raise RecipeError(
             f"{args.world_size} processes would wait while one tokenizes: prepare the data once first, with "
-            f"`python scripts/prepare.py RECIPE.yaml` and the same flags (looked in {prepared_data.location(recipe)})"
+            f"`python scripts/prepare.py RECIPE.yaml` and the same flags (looked in {prepared_data.location(recipe)}"
+            + (f"; the data prepared last differs: {other})" if other else ")")
         )
     else:
+        if other := prepared_data.nearest(recipe):
+            logger.info("No prepared data for this recipe, so it is prepared here; the data prepared last differs: %s",
+                        other)  # fmt: skip
         with args.main_process_first(desc="preparing data"):
             prepared = make(recipe)
     if d.streaming:

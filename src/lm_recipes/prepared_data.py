@@ -104,17 +104,39 @@ def find(recipe: Recipe) -> tuple[Path, dict] | None:
     fix = "prepare again with `python scripts/prepare.py RECIPE.yaml` (it replaces the folder), or use the keys it has"
     if manifest.get("format") != FORMAT:
         raise RecipeError(f"prepared_dir: {folder} was prepared by another release of lm-recipes; {fix}")
-    here = keys(recipe)
-    for key in sorted(set(here) | set(saved_keys)):
-        if here.get(key) != saved_keys.get(key):
-            raise RecipeError(f"prepared_dir: {folder} does not match the recipe: {key} is {saved_keys.get(key)!r} "
-                              f"there, {here.get(key)!r} here; {fix}")  # fmt: skip
+    if difference := _difference(saved_keys, keys(recipe)):
+        raise RecipeError(f"prepared_dir: {folder} does not match the recipe: {difference}; {fix}")
     files = sources(recipe.data)
     for path in sorted(set(files) | set(saved_files)):
         if files.get(path) != saved_files.get(path):
             change = "is gone" if path not in files else "is new" if path not in saved_files else "changed"
             raise RecipeError(f"prepared_dir: {folder} was prepared from other data: {path} {change} since; {fix}")
     return folder, manifest
+
+
+def _difference(saved_keys: dict, here: dict) -> str | None:
+    for key in sorted(set(here) | set(saved_keys)):
+        if here.get(key) != saved_keys.get(key):
+            return f"{key} is {saved_keys.get(key)!r} there, {here.get(key)!r} here"
+    return None
+
+
+def nearest(recipe: Recipe) -> str | None:
+    """For a recipe with no prepared folder of its own: how the newest folder prepared under the same cache differs
+    from it, e.g. "block_size is 64 there, 32 here (in FOLDER)", so that the user learns which key moved."""
+    if recipe.data.prepared_dir:
+        return None
+    here, found = keys(recipe), []
+    for path in location(recipe).parent.glob(f"*/{MANIFEST}"):
+        try:
+            found.append((path.stat().st_mtime, path.parent, json.loads(path.read_text())["keys"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if not found:
+        return None
+    _, folder, saved = max(found, key=lambda f: f[0])
+    difference = _difference(saved, here)
+    return f"{difference} (in {folder})" if difference else f"its local files changed since (in {folder})"
 
 
 def load(folder: Path, manifest: dict):
