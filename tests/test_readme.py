@@ -86,6 +86,10 @@ def workdir(trained, tmp_path_factory):
     shutil.copytree(folder / "outputs" / "clm", folder / "outputs" / "clm" / "checkpoint-300",
                     ignore=shutil.ignore_patterns("checkpoint-*", "runs"))  # fmt: skip
     (folder / "notes.txt").write_text("\n\n".join(["My lord, the notes of the day are these. " * 20] * 6))
+    (folder / "corpus").mkdir()  # docs/corpora.md's local files
+    for i in range(2):
+        (folder / "corpus" / f"part-{i}.txt").write_text("\n\n".join([f"Part {i} of a corpus, in words. " * 20] * 6))
+    (folder / "valid.txt").write_text("\n\n".join(["Held out for validation, these words. " * 20] * 6))
     return folder
 
 
@@ -118,6 +122,9 @@ def test_every_command_runs_or_is_accounted_for(page, command, workdir, tmp_path
         if words[-1] == "pytest" or "pip install" in command:
             return  # the install commands: test_ci_runs_the_readme_test_command
         run_train_command(words, tmp_path, capsys)
+    elif words[:2] == ["python", "scripts/prepare.py"]:  # run for real in test_prepare.py: here the recipe loads
+        recipe = recipes.load([str(ROOT / words[2]), *words[3:]])
+        assert recipe.model.objective in ("mlm", "clm")
     elif words[:2] == ["python", "scripts/plot.py"]:
         assert plots.main(words[2:]) == 0
         assert (workdir / "outputs" / "clm" / "training.png").is_file()
