@@ -273,6 +273,11 @@ CASES = {
     "streaming a column that is not there": (["--streaming", "true", "--max_steps", "5", "--train_files",
                                               "{tmp}/d.jsonl", "--validation_documents", "3"],
                                              "text_column: `text` is not a column of the training stream"),
+    "streaming numbers as text": (["--streaming", "true", "--max_steps", "5", "--train_files", "{tmp}/numbers.jsonl",
+                                   "--validation_documents", "3"],
+                                  "text_column: `text` of the stream holds int values such as 5, not text"),
+    "streaming an unknown play": (["--streaming", "true", "--max_steps", "5", "--validation_plays", "nosuchplay"],
+                                  "validation_plays: ['nosuchplay'] not in the embedded corpus"),
     "prepared_dir never prepared": (["--prepared_dir", "{tmp}/data"],
                                     "prepared_dir: {tmp}/data holds no prepared data; make it with"),
 }  # fmt: skip

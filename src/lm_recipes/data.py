@@ -84,7 +84,8 @@ def load_hub(args: DataArguments, streaming: bool = False):
         ) from None
 
 
-def _embedded(args: DataArguments, labelled: bool) -> DatasetDict:
+def embedded_plays(args: DataArguments) -> tuple[list[str], list[str], list[str]]:
+    """(training plays, validation plays, genres) of the embedded corpus for `validation_plays` and `genres`."""
     try:
         train_plays, validation_plays = corpus.split_plays(args.validation_plays)
     except KeyError as e:
@@ -102,6 +103,11 @@ def _embedded(args: DataArguments, labelled: bool) -> DatasetDict:
         validation_plays = [p for p in validation_plays if catalogue[p] in genres]
         if not train_plays:
             raise RecipeError(f"genres: {genres} leave no training play once validation_plays are held out")
+    return train_plays, validation_plays, genres
+
+
+def _embedded(args: DataArguments, labelled: bool) -> DatasetDict:
+    train_plays, validation_plays, genres = embedded_plays(args)
     if labelled:
         generate, kwargs = corpus.generate_passages, {"n_lines": args.passage_lines}
         features = Features({"text": Value("string"), "label": ClassLabel(names=genres), "play": Value("string")})

@@ -39,11 +39,8 @@ class StreamError(Exception):
 def _open(args: DataArguments, split: str) -> IterableDataset | None:
     """Documents of `split` as a stream (None if the source has no such split)."""
     if args.uses_embedded_corpus():
-        train, validation = corpus.split_plays(args.validation_plays)  # checked by data._embedded first
+        train, validation, _ = data.embedded_plays(args)
         names = train if split == "train" else validation
-        if args.genres:
-            catalogue = corpus.plays()
-            names = [p for p in names if catalogue[p] in set(args.genres)]
         # One shard per play: split_dataset_by_node hands whole plays to each process.
         return IterableDataset.from_generator(corpus.generate_documents,
                                               gen_kwargs={"names": names, "version": corpus.version()})  # fmt: skip
@@ -97,7 +94,11 @@ def load(args: DataArguments, documents: bool = True) -> Streamed:
 def _materialize(stream: IterableDataset, args: DataArguments, limit: int | None, what: str) -> Dataset:
     """The first `limit` documents (all with None) of a stream, as an in-memory Dataset of the text column."""
     head = stream if limit is None else stream.take(limit)
-    texts = [t for row in reading(head) if (t := row[args.text_column]) and not str(t).isspace()]
+    values = [row.get(args.text_column) for row in reading(head)]
+    if wrong := next((v for v in values if v is not None and not isinstance(v, str)), None):
+        raise RecipeError(f"text_column: `{args.text_column}` of the stream holds {type(wrong).__name__} values such "
+                          f"as {wrong!r}, not text; name the column that holds the text")  # fmt: skip
+    texts = [t for t in values if t and not t.isspace()]
     if not texts:
         raise RecipeError(f"streaming: the stream gives no {what} documents; check the data")
     return Dataset.from_dict({args.text_column: texts})
@@ -145,7 +146,7 @@ def blocks(streamed: Streamed, tokenizer, args: DataArguments, *, mlm: bool, ran
 
 
 def _blocks_of(batch, backend, column, add_special, eos_id, block_size):
-    texts = [t for t in batch[column] if t and not t.isspace()]
+    texts = [t for t in batch[column] if isinstance(t, str) and t and not t.isspace()]
     ids = [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=add_special)]
     if eos_id is not None:
         for row in ids:
