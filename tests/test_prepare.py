@@ -2,6 +2,7 @@
 tokenizing, to the same result, and refuses a prepared folder that no longer matches its recipe or its files."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,12 @@ def test_a_prepared_dir_of_other_keys_or_files_is_refused_naming_what_differs(tm
     assert f"prepared_dir: {where} was prepared from other data: {data} changed since" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert {p: p.read_bytes() for p in where.rglob("*") if p.is_file()} == before
+    data.write_text(data.read_text().removesuffix("\n\nOne more document.\n"))  # matching again, then damaged:
+    assert prepare_main(base) == 0
+    capsys.readouterr()
+    shutil.rmtree(where / "train")
+    assert main(base) == 2
+    assert f"prepared_dir: {where} is damaged (FileNotFoundError" in capsys.readouterr().err
 
 
 def test_a_prepare_cut_short_leaves_the_folder_before_it(tmp_path, capsys, cache_dir):

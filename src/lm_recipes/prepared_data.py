@@ -142,5 +142,9 @@ def nearest(recipe: Recipe) -> str | None:
 def load(folder: Path, manifest: dict):
     """(tokenizer, {split: Dataset}, labels) of a prepared folder, memory-mapped: seconds, whatever its size."""
     tokenizer = tokenizers.load(str(folder / "tokenizer"), "prepared_dir")
-    splits = {split: datasets.load_from_disk(str(folder / split)) for split in manifest["splits"]}
+    try:
+        splits = {split: datasets.load_from_disk(str(folder / split)) for split in manifest["splits"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RecipeError(f"prepared_dir: {folder} is damaged ({type(e).__name__}: {e}); prepare again with `python "
+                          f"scripts/prepare.py RECIPE.yaml`") from None  # fmt: skip
     return tokenizer, splits, manifest.get("labels")

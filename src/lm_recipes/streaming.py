@@ -71,6 +71,8 @@ def load(args: DataArguments, documents: bool = True) -> Streamed:
     """The streams of a recipe; with `documents`, the validation and tokenizer documents read from them (a run that
     loads its prepared folder needs the training stream only)."""
     train = _open(args, "train")
+    if train is None:
+        raise RecipeError(f"dataset_name: `{args.dataset_name}` has no train split to stream; name a dataset with one")
     if train.column_names is not None and args.text_column not in train.column_names:
         raise RecipeError(f"text_column: `{args.text_column}` is not a column of the training stream; its columns "
                           f"are {train.column_names}")  # fmt: skip
