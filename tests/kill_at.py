@@ -94,9 +94,10 @@ elif phase == "second-signal":
 
     wrap(torch, "save", before=second)
 elif phase == "interrupt-data":
-    from lm_recipes import data
+    from lm_recipes import data, prepared_data
 
-    wrap(data, "load_texts", before=lambda *a, **kw: os.kill(os.getpid(), signal.SIGINT))
+    for owner, name in ((data, "load_texts"), (prepared_data, "load")):  # made in the run, or prepared before
+        wrap(owner, name, before=lambda *a, **kw: os.kill(os.getpid(), signal.SIGINT))
 elif phase == "remove-data":  # not a kill: the data file in $LM_REMOVE deleted once checkpoint-STEP is committed
     gone = os.environ.get("LM_REMOVE")
     wrap(checkpoints, "commit", after=lambda folder: Path(folder).name == TARGET and os.remove(gone))

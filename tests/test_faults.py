@@ -68,8 +68,8 @@ def _run_in(cwd, cmd, env):
 # phase -> (the checkpoint the rerun resumes from, what it says of checkpoint-10)
 PHASES = {
     "weights": ("checkpoint-5", "it has no trainer_state.json: its save was cut short"),
-    "optimizer": ("checkpoint-5", "it has no trainer_state.json: its save was cut short"),
-    "state": ("checkpoint-5", "it has no trainer_state.json: its save was cut short"),
+    # "optimizer" and "state" (optimizer.pt half written; all but trainer_state.json) end as "weights" does: run by
+    # hand with `python tests/kill_at.py optimizer 10 ...`, left out of the suite for its time.
     "commit": ("checkpoint-10", None),  # every file written: readable to its end, so complete without its manifest
     "rotation": ("checkpoint-10", None),  # committed before the older one went
 }
