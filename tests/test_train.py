@@ -58,10 +58,11 @@ def test_clm_trains_and_loads_with_text_generation(train):
     assert text[0]["generated_text"].startswith("ROMEO:")
 
 
-def test_rerun_resumes_from_the_last_checkpoint_and_reuses_the_cache(train):
-    first = train("clm.yaml", *TINY, "--max_steps", "10", "--save_steps", "5", "--eval_steps", "5")
+def test_rerun_resumes_from_the_last_checkpoint_and_reuses_the_cache(train, tmp_path):
+    cache = ("--cache_dir", str(tmp_path / "cache"))  # its own: no prepared data there, the run makes its blocks
+    first = train("clm.yaml", *TINY, "--max_steps", "10", "--save_steps", "5", "--eval_steps", "5", *cache)
     assert first.state()["global_step"] == 10
-    again = train("clm.yaml", *TINY, "--max_steps", "16", "--save_steps", "5", "--eval_steps", "5")
+    again = train("clm.yaml", *TINY, "--max_steps", "16", "--save_steps", "5", "--eval_steps", "5", *cache)
     assert "Resuming from" in again.out and "checkpoint-10" in again.out
     state = again.state()
     assert state["global_step"] == 16
