@@ -6,7 +6,8 @@ of the processes, else every N-th block). The validation set is finite and fixed
 validation_files, or the embedded corpus's held-out plays), or the first `validation_documents` of the training
 stream, which training then skips. The position in the stream is the stream's own `state_dict()`, recorded as each
 micro-batch is formed and saved in every checkpoint for the last micro-batch trained, so a rerun continues at the
-next unseen block without reading what came before.
+next unseen block: earlier files are not opened, the current one is read (not tokenized) up to the saved document,
+and only the current group of documents is tokenized again.
 """
 
 from __future__ import annotations
