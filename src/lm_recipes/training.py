@@ -308,7 +308,7 @@ def train(trainer: LMTrainer, start: Start) -> dict[str, float]:
         trainer.model.load_state_dict(type(trainer.model).from_pretrained(start.checkpoint).state_dict())
         trainer.state = start.finished
         return {}
-    if trainer.args.ignore_data_skip and start.checkpoint and trainer.stream_restart is None:  # from the Hub
+    if trainer.recipe.data.streaming and start.checkpoint and trainer.stream_restart is None:  # from the Hub
         args = trainer.args
         trainer.stream_restart = streaming.read_position(start.checkpoint, args.process_index, args.world_size)
     try:
