@@ -132,6 +132,12 @@ class ModelArguments:
     max_position_embeddings: int = field(default=512, metadata={"help": "Positions the model has, in tokens."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout on embeddings and residual branches."})
     attention_dropout: float = field(default=0.1, metadata={"help": "Dropout on attention probabilities."})
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3"] = field(
+        default="sdpa",
+        metadata={"help": "Attention kernel: sdpa (torch's fused scaled_dot_product_attention, flash or "
+                  "memory-efficient on GPUs), eager (the plain matmul-softmax-matmul), or flash_attention_2/3 "
+                  "(needs the flash-attn package and a GPU)."},
+    )  # fmt: skip
 
     @property
     def resolved_model_type(self) -> str | None:
@@ -198,13 +204,16 @@ class TrainingArguments(HfTrainingArguments):
     )  # fmt: skip
     precision: Literal["auto", "bf16", "fp16", "fp32"] = field(
         default="auto",
-        metadata={"help": "auto: bf16 where the GPU supports it, else fp16 on CUDA, fp32 on CPU."},
+        metadata={
+            "help": "auto: bf16 where the GPU supports it, else fp16 on CUDA, fp32 on CPU; and "
+            "TF32 matmuls on GPUs that have them (Ampere and newer)."
+        },
     )
 
     def __post_init__(self):
         # Keys resolved for this machine below are saved as given, so a saved recipe still fits another machine.
         self.as_given = {
-            k: getattr(self, k) for k in ("use_cpu", "bf16", "fp16", "dataloader_pin_memory", "report_to")
+            k: getattr(self, k) for k in ("use_cpu", "bf16", "fp16", "tf32", "dataloader_pin_memory", "report_to")
         }
         if self.report_to in ("auto", ["auto"]):
             self.report_to = "tensorboard" if _has_tensorboard() else "none"
@@ -220,6 +229,8 @@ class TrainingArguments(HfTrainingArguments):
             self.bf16, self.fp16 = self.precision == "bf16", self.precision == "fp16"
         elif self.precision == "fp32" and (self.bf16 or self.fp16):
             raise ValueError("precision: fp32 contradicts bf16/fp16; keep only `precision`")
+        if self.precision == "auto" and self.tf32 is None and not self.use_cpu and _has_tf32():
+            self.tf32 = True  # fp32 matmuls (those autocast leaves, or all of a fp32 run) on tensor cores
         if not _has_cuda():
             self.dataloader_pin_memory = False  # pinning only helps copies to a CUDA device
         super().__post_init__()
@@ -239,6 +250,12 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _has_tf32() -> bool:
+    from transformers.utils import is_torch_tf32_available
+
+    return is_torch_tf32_available()  # a CUDA GPU of compute capability 8 (Ampere) or newer
 
 
 def _has_accelerator() -> bool:

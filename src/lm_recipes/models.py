@@ -68,9 +68,13 @@ def build(
     new one sized by the recipe. Its loss is the task's (training.LMTrainer), not the model's own."""
     task = TASKS[args.objective]
     if not args.model_name_or_path:
-        return task.model_classes[args.resolved_model_type](config_for(args, tokenizer, labels))
+        # from_config, not the class itself: under DeepSpeed ZeRO-3 with zero3_init_flag it builds each layer already
+        # sharded (deepspeed.zero.Init), and it sets the attention kernel.
+        config = config_for(args, tokenizer, labels)
+        return task.auto_class.from_config(config, attn_implementation=args.attn_implementation)
     # A classifier checkpoint with other classes gets a new head rather than a shape error.
     kwargs = {**label_kwargs(labels), "ignore_mismatched_sizes": True} if labels else {}
+    kwargs["attn_implementation"] = args.attn_implementation
     try:
         model = task.auto_class.from_pretrained(args.model_name_or_path, **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:

@@ -22,14 +22,10 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     BertConfig,
-    BertForMaskedLM,
-    BertForSequenceClassification,
     DataCollatorForLanguageModeling,
     DataCollatorWithPadding,
     EvalPrediction,
     GPT2Config,
-    GPT2ForSequenceClassification,
-    GPT2LMHeadModel,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -177,8 +173,7 @@ def classification_metrics():
 @dataclass(frozen=True)
 class Task:
     name: str
-    auto_class: type  # loads a trained checkpoint of any architecture for this objective
-    model_classes: dict[str, type]  # model_type -> the class built from scratch; the first is model_type: auto's
+    auto_class: type  # builds this objective's model from a config (from scratch), or loads a trained checkpoint
     pipeline: str  # the transformers pipeline (and Hub pipeline tag) that runs the result
     build_datasets: Callable  # (texts, tokenizer, DataArguments, seed) -> DatasetDict: blocks, or examples
     build_collator: Callable  # (tokenizer, DataArguments, seed, pad_to_multiple_of, processes) -> a data collator
@@ -240,21 +235,20 @@ def _complete(model, tokenizer, texts, watch, seed):
 
 TASKS = {
     "mlm": Task(
-        "mlm", AutoModelForMaskedLM, {"bert": BertForMaskedLM}, "fill-mask",
+        "mlm", AutoModelForMaskedLM, "fill-mask",
         build_datasets=lambda texts, tokenizer, args, seed: data.build_blocks(texts, tokenizer, args, mlm=True),
         build_collator=_mlm_collator, build_metrics=token_accuracy, preprocess_logits=argmax_logits,
         draw_samples=_fill, check_samples=lambda tokenizer, texts: samples.mask_problem(tokenizer.mask_token, texts),
         fixed_eval_masks=True, tokenizer_problem=_mlm_tokenizer_problem,
     ),
     "clm": Task(
-        "clm", AutoModelForCausalLM, {"gpt2": GPT2LMHeadModel}, "text-generation",
+        "clm", AutoModelForCausalLM, "text-generation",
         build_datasets=lambda texts, tokenizer, args, seed: data.build_blocks(texts, tokenizer, args, mlm=False),
         build_collator=_clm_collator, build_metrics=token_accuracy, preprocess_logits=argmax_logits,
         draw_samples=_complete, tokenizer_problem=_clm_tokenizer_problem,
     ),
     "classification": Task(
-        "classification", AutoModelForSequenceClassification,
-        {"bert": BertForSequenceClassification, "gpt2": GPT2ForSequenceClassification}, "text-classification",
+        "classification", AutoModelForSequenceClassification, "text-classification",
         build_datasets=labels.build_examples, build_collator=_classification_collator,
         build_metrics=classification_metrics, labelled=True, perplexity=False,
     ),

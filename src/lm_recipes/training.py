@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from . import callbacks, checkpoints, hub, modelcard, models, planning, plots, streaming
+from . import callbacks, checkpoints, engines, hub, modelcard, models, planning, plots, streaming
 from . import recipe as recipes
 from .checkpoints import Start
 from .preemption import Preempted, Preemption
@@ -70,6 +70,7 @@ class LMTrainer(Trainer):
         # tests/test_models.py pins the count: the logged loss is the mean over predicted tokens.
         self._loss_shifts_labels = False
         _TIED.model = self.model
+        engines.fill_in(getattr(self.accelerator.state, "fsdp_plugin", None), self.model)
         self.preemption = Preemption(self)
         self.add_callback(self.preemption)
         if hasattr(self.data_collator, "restart"):
@@ -299,6 +300,11 @@ def announce(trainer: LMTrainer, recipe: Recipe, start: Start) -> None:
                 textwrap.fill(keys or "none", width=116, initial_indent="  ", subsequent_indent="  "))  # fmt: skip
     for line in planning.lines(recipe, planning.size(trainer.train_dataset), trainer.model):
         logger.info(line)
+    engine, *mismatch = engines.describe(trainer.accelerator, trainer.model)
+    logger.info(engine)
+    logger.info(engines.fast_paths(trainer.args, trainer.model))
+    if mismatch and trainer.is_world_process_zero():
+        logger.warning(mismatch[0])
 
 
 def train(trainer: LMTrainer, start: Start) -> dict[str, float]:
@@ -342,6 +348,7 @@ def finish(trainer: LMTrainer, recipe: Recipe, start: Start, metrics: dict, uplo
 
 def _finish(trainer: LMTrainer, recipe: Recipe, start: Start, metrics: dict, uploads) -> dict[str, float]:
     args = trainer.args
+    engines.gather_final_model(getattr(trainer.accelerator.state, "fsdp_plugin", None))  # FSDP: one file, not shards
     if not args.push_to_hub:  # with it, save_model would push at once; the final push below saves the model first
         trainer.save_model()
     evaluated = start.finished is not None and (Path(args.output_dir) / "eval_results.json").is_file()
