@@ -7,7 +7,7 @@ import logging
 import math
 from pathlib import Path
 
-from . import flops, plots
+from . import cluster, flops, plots
 from .tasks import TASKS
 
 logger = logging.getLogger(__name__)
@@ -20,11 +20,12 @@ def size(dataset) -> int | None:
     return len(dataset) if hasattr(dataset, "__len__") else None
 
 
-def total_steps(args, train_size: int | None) -> int:
-    """Optimizer steps of the run: max_steps, or the epochs' worth of batches of all processes."""
+def total_steps(args, train_size: int | None, processes: int | None = None) -> int:
+    """Optimizer steps of the run: max_steps, or the epochs' worth of batches of all processes (this run's, or
+    `processes`)."""
     if args.max_steps > 0:
         return args.max_steps
-    batches = math.ceil(train_size / (args.per_device_train_batch_size * args.world_size))
+    batches = math.ceil(train_size / (args.per_device_train_batch_size * (processes or args.world_size)))
     return math.ceil(batches / args.gradient_accumulation_steps * args.num_train_epochs)
 
 
@@ -76,7 +77,8 @@ def schedule(trainer, steps: int) -> list[float] | None:
 
 
 def show(trainer, recipe) -> list[str]:
-    """The plan of `recipe` (built into `trainer`, not trained) as lines, its schedule drawn into output_dir."""
+    """The plan of `recipe` (built into `trainer`, not trained) as lines, its schedule drawn into output_dir, and
+    what it costs on a GPU node and on this machine (cluster.lines)."""
     args = trainer.args
     out = lines(recipe, size(trainer.train_dataset), trainer.model)
     steps = total_steps(args, size(trainer.train_dataset))
@@ -84,13 +86,14 @@ def show(trainer, recipe) -> list[str]:
     kind = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
     if lrs is None:
         out.append(f"learning rate: {kind} follows the validation loss; no schedule to draw")
-        return out
-    warmup = args.get_warmup_steps(steps)
-    peak = max(lrs)
-    out.append(f"learning rate: {kind}, peak {peak:.3g} after {warmup:,} warmup steps, {lrs[-1]:.3g} at the last step")
-    if args.should_save:
-        title = f"{Path(args.output_dir).name}: {kind}, {steps:,} steps"
-        figure = plots.lr_schedule_figure(list(range(steps)), lrs, title, warmup)
-        path = plots.save(figure, Path(args.output_dir) / SCHEDULE_FILE)
-        out.append(f"learning-rate schedule drawn in {path}")
-    return out
+    else:
+        warmup = args.get_warmup_steps(steps)
+        out.append(f"learning rate: {kind}, peak {max(lrs):.3g} after {warmup:,} warmup steps, {lrs[-1]:.3g} at the "
+                   f"last step")  # fmt: skip
+        if args.should_save:
+            title = f"{Path(args.output_dir).name}: {kind}, {steps:,} steps"
+            figure = plots.lr_schedule_figure(list(range(steps)), lrs, title, warmup)
+            path = plots.save(figure, Path(args.output_dir) / SCHEDULE_FILE)
+            out.append(f"learning-rate schedule drawn in {path}")
+    node_steps = total_steps(args, size(trainer.train_dataset), processes=cluster.GPUS)
+    return out + cluster.lines(trainer, recipe, node_steps)
