@@ -3,6 +3,12 @@ DDP on 2 CPU processes over gloo trains as 1 process does at the same global bat
 accelerate sets up on GPUs only, are said to fall back rather than silently doing so."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from accelerate.commands.config.config_args import load_config_from_file
@@ -12,7 +18,7 @@ from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
 from accelerate.utils.launch import prepare_multi_gpu_env
 from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, Run
 from lm_recipes import engines
 
 CONFIGS = ROOT / "configs" / "accelerate"
@@ -37,7 +43,7 @@ def test_config_loads_with_accelerate(path):
     assert config.distributed_type.value == kind
     assert config.num_machines == machines
     precision = getattr(config.mixed_precision, "value", config.mixed_precision)
-    assert precision == "no"  # the recipe's `precision` decides, not the config
+    assert precision in ("no", None)  # the recipe's `precision` decides, not the config
     if machines > 1:
         assert config.main_process_ip and config.main_process_port and config.machine_rank == 0
         assert config.num_processes % machines == 0
@@ -59,6 +65,30 @@ def test_deepspeed_config_leaves_the_recipe_in_charge(stage):
     assert config.deepspeed_config["zero3_init_flag"] is (stage == 3)
     if stage == 3:  # else the final save is a DeepSpeed checkpoint, not a model from_pretrained loads
         assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_config_passes_accelerates_checks(monkeypatch, stage):
+    """The plugin each process builds from `accelerate launch --config_file configs/accelerate/deepspeed-zeroN.yaml`
+    (accelerate refuses, for one, a mixed_precision beside a DeepSpeed json)."""
+    pytest.importorskip("deepspeed")
+    from accelerate.utils import DeepSpeedPlugin
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env
+
+    config = str(CONFIGS / f"deepspeed-zero{stage}.yaml")
+    args = launch_command_parser().parse_args(["--config_file", config, "--num_processes", "2", "x.py"])
+    args, defaults, precision_given = _validate_launch_command(args)
+    # As accelerate's launch_command does before its DeepSpeed launcher: the keys the config file set.
+    fields = list(defaults.deepspeed_config) + (["mixed_precision"] if precision_given else [])
+    args.deepspeed_fields_from_accelerate_config = ",".join(fields)
+    _, launch_env = prepare_deepspeed_cmd_env(args)
+    for key, value in launch_env.items():
+        if key.startswith("ACCELERATE_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.chdir(ROOT)  # the json's path in the config is relative to the repository's root
+    plugin = DeepSpeedPlugin()
+    assert plugin.zero_stage == stage
+    assert plugin.zero3_init_flag is (stage == 3)
 
 
 def fsdp_plugin(monkeypatch) -> FullyShardedDataParallelPlugin:
@@ -113,8 +143,6 @@ def test_final_model_is_gathered_whole(monkeypatch):
 
 
 def launcher(config: str) -> list[str]:
-    import sys
-
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config),
             "--num_processes", "2", "--main_process_port", "0"]  # fmt: skip
 
@@ -124,15 +152,33 @@ SAME = [*TINY, "--dropout", "0", "--attention_dropout", "0", "--max_steps", "12"
         "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--plots", "false"]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def one_process(env, prepared, tmp_path_factory):
+    """one_process(objective) -> the Run of recipes/OBJECTIVE.yaml with SAME on 1 process of 8 sequences, made once
+    for the tests that compare other engines with it."""
+    made = {}
+
+    def _get(objective: str) -> Run:
+        if objective not in made:
+            out = tmp_path_factory.mktemp(f"one-{objective}")
+            recipe = ROOT / "recipes" / prepared(f"{objective}.yaml", *SAME)
+            cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), str(recipe), *SAME,
+                   "--per_device_train_batch_size", "8", "--output_dir", str(out)]  # fmt: skip
+            made[objective] = Run(subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600), out)
+            assert made[objective].returncode == 0, made[objective].out[-3000:]
+        return made[objective]
+
+    return _get
+
+
 @pytest.mark.parametrize("objective, config", [("clm", "ddp.yaml"), ("mlm", "fsdp.yaml")])
-def test_two_processes_train_as_one_at_the_same_global_batch(train, prepared, tmp_path, objective, config):
+def test_two_processes_train_as_one_at_the_same_global_batch(train, prepared, one_process, objective, config):
     """DDP over gloo: 2 processes of 4 sequences follow the loss curve of 1 process of 8 (within 1%), so scaling
     out changes nothing but speed; a mistake in how losses or gradients are averaged over processes breaks it.
     fsdp.yaml runs too: accelerate sets FSDP up on GPUs only, so here it trains as DDP, and the run says so."""
     recipe = prepared(f"{objective}.yaml", *SAME)
-    one = train(recipe, *SAME, "--per_device_train_batch_size", "8", output_dir=tmp_path / "one")
-    two = train(recipe, *SAME, "--per_device_train_batch_size", "4", launcher=launcher(config),
-                output_dir=tmp_path / "two")  # fmt: skip
+    one = one_process(objective)
+    two = train(recipe, *SAME, "--per_device_train_batch_size", "4", launcher=launcher(config))
     assert "engine: DDP over 2 processes (gloo)" in two.out
     assert "global batch: 8 sequences = 4 per device x 1 accumulation steps x 2 processes" in two.out
     fell_back = "the accelerate config asks for FSDP, which accelerate runs on GPUs only"
@@ -143,3 +189,79 @@ def test_two_processes_train_as_one_at_the_same_global_batch(train, prepared, tm
     assert a[-1] < a[0] - 0.3, a  # it learns: the curves compared are not flat
     assert max(abs(x - y) / x for x, y in zip(a, b, strict=True)) < 0.01, (a, b)
     assert (two.output_dir / "model.safetensors").is_file()
+
+
+# DeepSpeed runs on CPU processes through the Trainer's own `deepspeed` key (accelerate sets its engine up on GPUs
+# only); the json is the shipped one. Its first use compiles a small communication op (~40 s, once per machine).
+DS_RUN = [*SAME, "--max_steps", "12", "--save_strategy", "steps", "--save_steps", "4", "--save_total_limit", "1",
+          "--eval_strategy", "steps", "--eval_steps", "12", "--per_device_train_batch_size", "4"]  # fmt: skip
+
+
+def deepspeed_command(out, stage: int) -> list[str]:
+    return [*launcher(f"deepspeed-zero{stage}.yaml"), str(ROOT / "scripts" / "train.py"),
+            str(ROOT / "recipes" / "clm.yaml"), *DS_RUN, "--deepspeed", str(CONFIGS / f"deepspeed-zero{stage}.json"),
+            "--output_dir", str(out)]  # fmt: skip
+
+
+def test_deepspeed_zero3_trains_resumes_after_a_kill_and_saves_a_whole_model(prepared, one_process, env, tmp_path):
+    """ZeRO-3 on 2 CPU processes over gloo: it trains as DDP does (the loss curve within 1%); SIGKILLed mid-save,
+    the same command resumes from the last whole checkpoint and ends where the uninterrupted run ended; the final
+    model.safetensors, gathered from the shards, holds the weights DeepSpeed's own zero_to_fp32 rebuilds from the
+    last checkpoint's shards."""
+    pytest.importorskip("deepspeed")
+    import torch
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from transformers import AutoModelForCausalLM
+
+    from lm_recipes import checkpoints
+
+    prepared("clm.yaml", *DS_RUN)
+    env = {**env, "TORCH_EXTENSIONS_DIR": str(tmp_path.parent / "torch_extensions")}  # compiled once per session
+
+    def run(out):
+        proc = subprocess.run(deepspeed_command(out, 3), env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+        return proc.stdout + proc.stderr
+
+    whole = tmp_path / "whole"
+    log = run(whole)
+    assert "engine: DeepSpeed ZeRO-3 over 2 processes" in log
+    state = json.loads((whole / "trainer_state.json").read_text())
+    ds_losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    one_losses = one_process("clm").losses()  # the same global batch (8) on one process
+    assert len(ds_losses) == len(one_losses) == 6
+    assert max(abs(x - y) / y for x, y in zip(ds_losses, one_losses, strict=True)) < 0.01, (ds_losses, one_losses)
+
+    # The final model: what from_pretrained loads is what the last checkpoint's shards hold.
+    final = AutoModelForCausalLM.from_pretrained(whole)
+    shards = get_fp32_state_dict_from_zero_checkpoint(str(whole / "checkpoint-12"))
+    rebuilt = AutoModelForCausalLM.from_pretrained(whole)
+    rebuilt.load_state_dict(shards, strict=False)
+    ids = torch.arange(40).reshape(2, 20)
+    with torch.no_grad():
+        assert torch.equal(final.eval()(ids).logits, rebuilt.eval()(ids).logits)
+        assert not torch.equal(final(ids).logits, AutoModelForCausalLM.from_config(final.config).eval()(ids).logits)
+
+    # SIGKILL to every process of the launch (the launcher and its workers, which torch's launcher starts in sessions
+    # of their own) the moment checkpoint-8 exists without its manifest: a save under way.
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(deepspeed_command(out, 3), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        folder = out / "checkpoint-8"
+        if folder.is_dir() and not (folder / checkpoints.MANIFEST).exists():
+            for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+                try:
+                    command_line = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                if str(out) in command_line and pid != os.getpid():
+                    os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.001)
+    assert proc.wait() == -signal.SIGKILL
+    assert not (out / "checkpoint-12").exists()
+    log = run(out)
+    assert f"Resuming from {out / 'checkpoint-4'}" in log, [line for line in log.splitlines() if "checkpoint" in line]
+    resumed = json.loads((out / "eval_results.json").read_text())["eval_loss"]
+    assert resumed == pytest.approx(json.loads((whole / "eval_results.json").read_text())["eval_loss"], rel=1e-5)

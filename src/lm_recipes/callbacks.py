@@ -133,8 +133,13 @@ class WeightNorm(Watcher):
         self.trainer = trainer
 
     def training_logs(self) -> dict[str, float]:
-        params = [p.detach() for p in self.trainer.model.parameters()]
-        norm = torch.nn.utils.get_total_norm(params)
+        params = list(self.trainer.model.parameters())
+        if any(hasattr(p, "ds_id") for p in params):  # DeepSpeed ZeRO-3 holds a shard: gather each whole to read it
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                return {"weight_norm": torch.nn.utils.get_total_norm([p.detach() for p in params]).item()}
+        norm = torch.nn.utils.get_total_norm([p.detach() for p in params])
         if hasattr(norm, "full_tensor"):  # sharded parameters (FSDP2): the norm of the whole model
             norm = norm.full_tensor()
         return {"weight_norm": norm.item()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import torch
 from accelerate.utils import DistributedType
@@ -33,6 +34,20 @@ def fill_in(plugin, model: nn.Module) -> None:
     `plugin`: accelerate's FullyShardedDataParallelPlugin of the run, or None when it does not use FSDP."""
     if plugin is not None and plugin.transformer_cls_names_to_wrap is None and (name := layer_class(model)):
         plugin.transformer_cls_names_to_wrap = [name]
+
+
+def join_deepspeed(args) -> None:
+    """With the Trainer's `deepspeed` key on CPU processes, accelerate sets up the gloo process group but not
+    DeepSpeed's view of it (it does on GPUs), and ZeRO-3 building the model already sharded (deepspeed.zero.Init)
+    would see one process. DeepSpeed's own init_distributed adopts the group the processes share; once set, it is
+    a no-op."""
+    if args.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        # DeepSpeed's collectives call torch's old names: a warning per call, hundreds per step, says nothing to users.
+        warnings.filterwarnings("ignore", r"`torch\.distributed\.\w+` is deprecated", FutureWarning)
+    if args.deepspeed and torch.distributed.is_initialized():
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
 
 
 def gather_final_model(plugin) -> None:

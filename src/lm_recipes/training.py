@@ -64,6 +64,7 @@ class LMTrainer(Trainer):
         self.tokens_processed = 0  # by training_step on this process, padding included: for throughput
         self.stream_position: streaming.Position | None = None  # a streamed run's place in its stream
         self.stream_restart: dict | None = None  # the saved place a resumed streamed run starts from
+        self.final_saved = False  # a finished run under DeepSpeed/FSDP, whose final model is in output_dir already
         super().__init__(*args, compute_loss_func=self.task.loss, **kwargs)
         # The collator shifts causal labels already: the Trainer must count them as they are, whatever loss_type a
         # transformers release gives the model (it drops each row's first label for a ForCausalLM loss).
@@ -234,6 +235,7 @@ def build(recipe: Recipe, start: Start | None = None) -> LMTrainer:
     """Data, model and Trainer of a recipe, its keys resolved. The recipe.yaml of the run `start` resumes (output_dir's
     or a Hub repo's) is checked again, now that the tokenizer's keys are known."""
     prepared = prepare(recipe)
+    engines.join_deepspeed(recipe.training)
     model = models.build(recipe.model, prepared.tokenizer, prepared.labels)
     resolve(recipe, prepared, model)
     out = Path(recipe.training.output_dir)
@@ -311,6 +313,19 @@ def train(trainer: LMTrainer, start: Start) -> dict[str, float]:
     """trainer.train() from where `start` says. A run already at its last step is loaded instead, since the Trainer
     would otherwise take one more step past max_steps (so a rerun of a finished run changes nothing)."""
     if start.finished is not None:
+        if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+            # Sharded over the processes by an engine that only trainer.train() sets up: the weights cannot be loaded
+            # here, so the run's final outputs must be there already.
+            out = Path(trainer.args.output_dir)
+            wanted = ["model.safetensors"] + (["eval_results.json"] if trainer.eval_dataset is not None else [])
+            if missing := [name for name in wanted if not (out / name).is_file()]:
+                raise RecipeError(
+                    f"{start.checkpoint} is the run's last step, but {', '.join(missing)} of its end are missing from "
+                    f"{out} (stopped while saving them?): rerun the same command on one process without the engine "
+                    f"(python scripts/train.py ...), which writes them from that checkpoint"
+                )
+            trainer.state, trainer.final_saved = start.finished, True
+            return {}
         trainer.model.load_state_dict(type(trainer.model).from_pretrained(start.checkpoint).state_dict())
         trainer.state = start.finished
         return {}
@@ -349,7 +364,7 @@ def finish(trainer: LMTrainer, recipe: Recipe, start: Start, metrics: dict, uplo
 def _finish(trainer: LMTrainer, recipe: Recipe, start: Start, metrics: dict, uploads) -> dict[str, float]:
     args = trainer.args
     engines.gather_final_model(getattr(trainer.accelerator.state, "fsdp_plugin", None))  # FSDP: one file, not shards
-    if not args.push_to_hub:  # with it, save_model would push at once; the final push below saves the model first
+    if not args.push_to_hub and not trainer.final_saved:  # with push_to_hub the final push saves the model first
         trainer.save_model()
     evaluated = start.finished is not None and (Path(args.output_dir) / "eval_results.json").is_file()
     if trainer.eval_dataset is not None and not evaluated:
