@@ -95,6 +95,8 @@ CASES = {
     "unknown key": (["--max_stpes", "5"], "unknown flag `--max_stpes`; did you mean `max_steps`?"),
     "wrong type": (["--max_steps", "five"], "max_steps: invalid int value: 'five'"),
     "wrong choice": (["--objective", "mlx"], "objective: invalid choice: 'mlx'"),
+    "unknown attention": (["--attn_implementation", "flash"], "attn_implementation: invalid choice: 'flash'"),
+    "tf32 on a CPU": (["--tf32", "true"], "--tf32 requires Ampere or a newer GPU arch"),
     "not a bool": (["--lowercase", "maybe"], "lowercase: maybe is not a boolean; use true or false"),
     "block over positions": (["--block_size", "128"], "block_size: 128 tokens is more than the model's 64 positions"),
     "vocab too small": (["--vocab_size", "4"], "vocab_size: 4 leaves no room beyond the special tokens"),

@@ -20,8 +20,9 @@ from lm_recipes import checkpoints
 HERE = Path(__file__).parent
 # 20 steps, a checkpoint every 5, only the newest kept: a save cut short must not cost the one before.
 RUN = [*TINY, "--max_steps", "20", "--save_steps", "5", "--save_total_limit", "1", "--eval_steps", "10"]
-LAUNCH2 = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "accelerate_config.yaml"),
-           "--multi_gpu", "--num_processes", "2"]  # fmt: skip
+# The shipped DDP config (configs/accelerate/ddp.yaml), on 2 CPU processes over gloo.
+LAUNCH2 = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", "2"]  # fmt: skip
 # Two processes of 4 sequences: the same global batch (8) as one process of 8.
 TWO = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8"]
 

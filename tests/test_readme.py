@@ -158,8 +158,12 @@ def test_the_plan_example_is_what_plan_prints(tmp_path, capsys, cache_dir):
             cache_dir, "--plan"]  # fmt: skip
     assert cli.main(args) == 0
     printed = [line.strip() for line in capsys.readouterr().out.splitlines()]
-    assert printed[:-1] == expected[:-1]  # the last line names the folder the schedule went to
-    assert printed[-1] == f"learning-rate schedule drawn in {tmp_path / 'outputs' / 'clm' / 'lr_schedule.png'}"
+    schedule = f"learning-rate schedule drawn in {tmp_path / 'outputs' / 'clm' / 'lr_schedule.png'}"
+    # The schedule's folder is the run's; this machine's measured rate and time differ from run to run.
+    expected = [schedule if line.startswith("learning-rate schedule drawn in") else line for line in expected]
+    measured = re.compile(r"measured [\d.,]+ GFLOP/s = [\d,]+ tokens/s\): [\d.,]+ (s|min|h|days)$")
+    assert [measured.sub("measured", line) for line in printed] == [measured.sub("measured", e) for e in expected]
+    assert any(measured.search(line) for line in printed)
 
 
 def test_every_script_explains_itself(env):

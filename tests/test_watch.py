@@ -262,7 +262,8 @@ def test_flops_per_token_agree_with_torchs_flop_counter():
     ("name", "dtype", "tflops"),
     [("NVIDIA A100-SXM4-80GB", "bf16", 312), ("NVIDIA H100 80GB HBM3", "bf16", 989.4),
      ("NVIDIA H100 PCIe", "fp16", 756), ("Tesla V100-SXM2-16GB", "bf16", None), ("NVIDIA A10G", "bf16", None),
-     ("NVIDIA L40", "bf16", 181), ("NVIDIA L4", "fp32", 30.3), ("Some Future GPU", "bf16", None)],
+     ("NVIDIA L40", "bf16", 181), ("NVIDIA L4", "fp32", 30.3), ("NVIDIA A100-SXM4-40GB", "tf32", 156),
+     ("NVIDIA H100 80GB HBM3", "tf32", 494.7), ("Tesla T4", "tf32", None), ("Some Future GPU", "bf16", None)],
 )  # fmt: skip
 def test_gpu_peaks_come_from_the_name(name, dtype, tflops):
     assert flops.gpu_peak(name, dtype) == (tflops * 1e12 if tflops else None)

@@ -83,7 +83,7 @@ class Throughput(Watcher):
         self.trainer = trainer
         args = trainer.args
         self.world_size = args.world_size
-        dtype = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+        dtype = "bf16" if args.bf16 else "fp16" if args.fp16 else "tf32" if args.tf32 else "fp32"
         self.peak = flops.peak_flops(args.device, dtype, peak_tflops)
         self.flops_per_token = flops.flops_per_token(trainer.model, seq_len)
         if self.peak is None and args.device.type == "cuda":

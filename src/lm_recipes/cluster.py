@@ -108,8 +108,10 @@ def lines(trainer, recipe, steps: int) -> list[str]:
     for acc in ACCELERATORS:
         peak = flops.PEAK_TFLOPS[acc.table_name]["bf16"] * 1e12
         hours = run["flops"] / (GPUS * peak * MFU) / 3600
-        out.append(f"  {GPUS} x {acc.name} ({peak / 1e12:,.0f} TFLOPS bf16 dense) at {MFU:.0%} MFU: {hours:,.1f} h, "
-                   f"${hours * GPUS * acc.usd_per_hour:,.0f} at ${acc.usd_per_hour:.2f} per GPU-hour")  # fmt: skip
+        cost = hours * GPUS * acc.usd_per_hour
+        dollars = f"${cost:,.{2 if cost < 10 else 0}f}"
+        out.append(f"  {GPUS} x {acc.name} ({peak / 1e12:,.0f} TFLOPS bf16 dense) at {MFU:.0%} MFU: "
+                   f"{_duration(hours)}, {dollars} at ${acc.usd_per_hour:.2f} per GPU-hour")  # fmt: skip
     rate = measure(trainer)
     here = a.device.type
     if rate is None:
@@ -130,4 +132,8 @@ def lines(trainer, recipe, steps: int) -> list[str]:
 
 
 def _duration(hours: float) -> str:
+    if hours < 1 / 60:
+        return f"{hours * 3600:.1f} s"
+    if hours < 1:
+        return f"{hours * 60:.1f} min"
     return f"{hours:,.1f} h" if hours < 48 else f"{hours / 24:,.0f} days"

@@ -9,18 +9,19 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-# Dense (no sparsity) peak TFLOP/s per device from the vendors' data sheets, by training dtype. fp32 is the plain
-# fp32 rate: torch leaves TF32 matmuls off by default. Matched against torch.cuda.get_device_name().
+# Dense (no sparsity) peak TFLOP/s per device from the vendors' data sheets, by training dtype: fp32 is the plain fp32
+# rate, tf32 the tensor-core rate of fp32 matmuls where TF32 is on (precision: auto turns it on for Ampere and
+# newer). Matched against torch.cuda.get_device_name().
 PEAK_TFLOPS = {
-    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "fp32": 51.2},
-    "H100": {"bf16": 989.4, "fp16": 989.4, "fp32": 66.9},  # SXM
-    "H200": {"bf16": 989.4, "fp16": 989.4, "fp32": 66.9},
-    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5},
+    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "tf32": 378.0, "fp32": 51.2},
+    "H100": {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp32": 66.9},  # SXM
+    "H200": {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp32": 66.9},
+    "A100": {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5},
     "A10G": {},  # AWS's variant of the A10 publishes no tensor-core figures: give peak_tflops
-    "A10": {"bf16": 125.0, "fp16": 125.0, "fp32": 31.2},
-    "L40S": {"bf16": 362.0, "fp16": 362.0, "fp32": 91.6},
-    "L40": {"bf16": 181.0, "fp16": 181.0, "fp32": 90.5},
-    "L4": {"bf16": 121.0, "fp16": 121.0, "fp32": 30.3},
+    "A10": {"bf16": 125.0, "fp16": 125.0, "tf32": 62.5, "fp32": 31.2},
+    "L40S": {"bf16": 362.0, "fp16": 362.0, "tf32": 183.0, "fp32": 91.6},
+    "L40": {"bf16": 181.0, "fp16": 181.0, "tf32": 90.5, "fp32": 90.5},
+    "L4": {"bf16": 121.0, "fp16": 121.0, "tf32": 60.0, "fp32": 30.3},
     "V100": {"fp16": 125.0, "fp32": 15.7},
     "T4": {"fp16": 65.0, "fp32": 8.1},
 }
@@ -42,7 +43,7 @@ def flops_per_token(model: PreTrainedModel, seq_len: int) -> float:
 
 
 def peak_flops(device: torch.device, dtype: str, peak_tflops: float | None = None) -> float | None:
-    """Dense peak FLOP/s of one `device` for `dtype` (bf16, fp16, fp32): `peak_tflops` when given, else looked up
+    """Dense peak FLOP/s of one `device` for `dtype` (bf16, fp16, tf32, fp32): `peak_tflops` when given, else looked up
     for a known GPU. None on CPU (MFU is not reported there) or for a GPU the table does not know."""
     if peak_tflops is not None:
         return peak_tflops * 1e12

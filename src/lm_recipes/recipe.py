@@ -258,6 +258,9 @@ def load(argv: list[str]) -> Recipe:
     problems += check(recipe)
     if problems:
         raise RecipeError(problems)
+    if "dataloader_num_workers" not in given and not data.streaming and training.device.type == "cuda":
+        # A GPU otherwise waits each step while its own process collates (and masks) the next batch.
+        training.dataloader_num_workers = 2
     return recipe
 
 
