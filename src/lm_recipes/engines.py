@@ -3,15 +3,12 @@ recipe's model fills in for it, and the lines a run prints about it and about th
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 
 import torch
 from accelerate.utils import DistributedType
 from torch import nn
-
-logger = logging.getLogger(__name__)
 
 # What `accelerate launch --config_file ...` asked for, as its launcher tells the processes.
 ASKED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
