@@ -64,7 +64,6 @@ class LMTrainer(Trainer):
         self.tokens_processed = 0  # by training_step on this process, padding included: for throughput
         self.stream_position: streaming.Position | None = None  # a streamed run's place in its stream
         self.stream_restart: dict | None = None  # the saved place a resumed streamed run starts from
-        self.final_saved = False  # a finished run under DeepSpeed/FSDP, whose final model is in output_dir already
         super().__init__(*args, compute_loss_func=self.task.loss, **kwargs)
         # The collator shifts causal labels already: the Trainer must count them as they are, whatever loss_type a
         # transformers release gives the model (it drops each row's first label for a ForCausalLM loss).
@@ -324,7 +323,7 @@ def train(trainer: LMTrainer, start: Start) -> dict[str, float]:
                     f"{out} (stopped while saving them?): rerun the same command on one process without the engine "
                     f"(python scripts/train.py ...), which writes them from that checkpoint"
                 )
-            trainer.state, trainer.final_saved = start.finished, True
+            trainer.state = start.finished
             return {}
         trainer.model.load_state_dict(type(trainer.model).from_pretrained(start.checkpoint).state_dict())
         trainer.state = start.finished
@@ -364,7 +363,9 @@ def finish(trainer: LMTrainer, recipe: Recipe, start: Start, metrics: dict, uplo
 def _finish(trainer: LMTrainer, recipe: Recipe, start: Start, metrics: dict, uploads) -> dict[str, float]:
     args = trainer.args
     engines.gather_final_model(getattr(trainer.accelerator.state, "fsdp_plugin", None))  # FSDP: one file, not shards
-    if not args.push_to_hub and not trainer.final_saved:  # with push_to_hub the final push saves the model first
+    # A finished run under an engine that shards the model found its final model in output_dir already (train()).
+    final_saved = start.finished is not None and (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled)
+    if not args.push_to_hub and not final_saved:  # with push_to_hub the final push saves the model first
         trainer.save_model()
     evaluated = start.finished is not None and (Path(args.output_dir) / "eval_results.json").is_file()
     if trainer.eval_dataset is not None and not evaluated:
