@@ -13,7 +13,14 @@ from transformers import TrainingArguments as HfTrainingArguments
 # Held out of every default recipe, one play per genre, so the genre task tests on plays no model has seen.
 VALIDATION_PLAYS = ("hamlet", "twelfth-night", "richard-ii", "the-tempest", "julius-caesar", "measure-for-measure")
 # The architectures each objective can build from scratch; the first is what `model_type: auto` picks.
-ARCHITECTURES = {"mlm": ("bert",), "clm": ("gpt2",), "classification": ("bert", "gpt2")}
+ARCHITECTURES = {
+    "mlm": ("bert", "modernbert"),
+    "clm": ("gpt2", "llama"),
+    "classification": ("bert", "gpt2", "modernbert", "llama"),
+}
+# The tokenizer each architecture is trained with (`tokenizer_type: auto`): WordPiece for the encoders, byte-level BPE
+# for the decoders.
+TOKENIZER_TYPES = {"bert": "wordpiece", "modernbert": "wordpiece", "gpt2": "bpe", "llama": "bpe"}
 # Model keys that a starting checkpoint decides: with model_name_or_path they are read from its config instead.
 FROM_CHECKPOINT = (
     "model_type", "num_layers", "num_heads", "hidden_size", "intermediate_size", "max_position_embeddings", "dropout",
@@ -76,6 +83,12 @@ class DataArguments:
         metadata={"help": "Tokens per training block (mlm, clm) or most tokens per example (classification)."},
     )
     mlm_probability: float = field(default=0.15, metadata={"help": "MLM only: fraction of tokens masked (80/10/10)."})
+    whole_word_mask: bool = field(
+        default=False,
+        metadata={"help": "MLM only: mask every piece of a picked word together (mlm_probability of the words' first "
+                  "pieces are picked), all as [MASK] (no random or kept tokens). Blocks then carry each token's "
+                  "character offsets, which mark where words start."},
+    )  # fmt: skip
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training blocks."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N validation blocks."})
     preprocessing_num_workers: int | None = field(
@@ -118,10 +131,11 @@ class ModelArguments:
             "text, usually from a pretrained model_name_or_path). Required."
         },
     )
-    model_type: Literal["auto", "bert", "gpt2"] = field(
+    model_type: Literal["auto", "bert", "gpt2", "modernbert", "llama"] = field(
         default="auto",
-        metadata={"help": "Architecture built from scratch: bert (mlm, classification), gpt2 (clm, classification)."},
-    )
+        metadata={"help": "Architecture built from scratch: bert or modernbert (mlm, classification), gpt2 or llama "
+                  "(clm, classification); auto: bert for mlm and classification, gpt2 for clm."},
+    )  # fmt: skip
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Start from this checkpoint (folder or Hub id) instead of from scratch."}
     )
@@ -130,7 +144,11 @@ class ModelArguments:
     hidden_size: int = field(default=256, metadata={"help": "Width of the residual stream (embedding size)."})
     intermediate_size: int = field(default=1024, metadata={"help": "Width of each feed-forward layer."})
     max_position_embeddings: int = field(default=512, metadata={"help": "Positions the model has, in tokens."})
-    dropout: float = field(default=0.1, metadata={"help": "Dropout on embeddings and residual branches."})
+    dropout: float = field(
+        default=0.1,
+        metadata={"help": "Dropout on embeddings and residual branches (modernbert: on embeddings and feed-forward "
+                  "outputs; llama has none, so it must be 0)."},
+    )  # fmt: skip
     attention_dropout: float = field(default=0.1, metadata={"help": "Dropout on attention probabilities."})
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3"] = field(
         default="sdpa",

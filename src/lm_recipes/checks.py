@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import inputs
-from .arguments import ARCHITECTURES
+from .arguments import ARCHITECTURES, TOKENIZER_TYPES
 from .samples import mask_problem
 
 if TYPE_CHECKING:
@@ -127,9 +127,9 @@ def check(recipe: Recipe) -> list[str]:
         problems.append(
             f"model_type: {m.model_type} cannot be trained with objective {m.objective}; "
             f"use model_type: {' or '.join(allowed)} (or auto), or objective: "
-            f"{'mlm' if m.model_type == 'bert' else 'clm'}"
+            f"{'mlm' if TOKENIZER_TYPES[m.model_type] == 'wordpiece' else 'clm'}"
         )
-    wanted_tok = {"bert": "wordpiece", "gpt2": "bpe"}
+    wanted_tok = TOKENIZER_TYPES
     if m.model_name_or_path and t.tokenizer_name:
         problems.append(
             "tokenizer_name: a run from model_name_or_path uses that checkpoint's tokenizer; drop tokenizer_name"
@@ -148,13 +148,18 @@ def check(recipe: Recipe) -> list[str]:
                 problems.append(f"{key}: must be a positive number of {'layers' if key == 'num_layers' else 'units'}")
         if problem := block_size_problem(d.block_size, m.max_position_embeddings):
             problems.append(problem)
+        if model_type == "llama" and m.dropout:
+            problems.append(
+                f"dropout: {m.dropout} cannot apply to model_type llama, which has no dropout on its embeddings or "
+                f"residual branches; set dropout: 0 (attention_dropout still applies)"
+            )
     if not scratch and (problem := block_size_problem(d.block_size, d.block_size)):  # positions known once loaded
         problems.append(problem)
     if t.tokenizer_name is None and m.model_name_or_path is None:
-        special = 5 if model_type == "bert" else 2
-        floor = special + (256 if model_type == "gpt2" else 0)
+        bpe = (t.tokenizer_type if t.tokenizer_type != "auto" else TOKENIZER_TYPES.get(model_type)) == "bpe"
+        floor = 2 + 256 if bpe else 5
         if t.vocab_size < floor + 1:
-            what = "the special tokens and the 256 byte symbols" if model_type == "gpt2" else "the special tokens"
+            what = "the special tokens and the 256 byte symbols" if bpe else "the special tokens"
             problems.append(
                 f"vocab_size: {t.vocab_size} leaves no room beyond {what} ({floor} tokens); "
                 f"raise it (8000 is a good start for a small corpus)"
@@ -163,6 +168,10 @@ def check(recipe: Recipe) -> list[str]:
         problems.append(
             f"validation_split_percentage: {d.validation_split_percentage} must be a percent in [0, 100) of the "
             f"training documents; 0 carves none"
+        )
+    if d.whole_word_mask and m.objective != "mlm":
+        problems.append(
+            f"whole_word_mask: masks words for objective mlm only, not {m.objective}; drop it or set objective: mlm"
         )
     if d.dataset_name and d.train_files:
         problems.append("dataset_name and train_files are both set; keep one source of training text")

@@ -6,48 +6,74 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    BertConfig,
+    GPT2Config,
+    LlamaConfig,
+    ModernBertConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from .arguments import ModelArguments
 from .recipe import RecipeError
-from .tasks import CONFIGS, TASKS, Task, task_of
+from .tasks import TASKS, Task, task_of
 
 
 def config_for(
     args: ModelArguments, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None = None
 ) -> PretrainedConfig:
     """The architecture's config from the recipe's size keys; vocabulary and special ids from the tokenizer."""
-    model_type = args.resolved_model_type
-    config_class = CONFIGS[model_type]
-    vocab_size = len(tokenizer)
-    if model_type == "bert":
-        return config_class(
-            vocab_size=vocab_size,
-            hidden_size=args.hidden_size,
-            num_hidden_layers=args.num_layers,
-            num_attention_heads=args.num_heads,
-            intermediate_size=args.intermediate_size,
-            max_position_embeddings=args.max_position_embeddings,
-            hidden_dropout_prob=args.dropout,
-            attention_probs_dropout_prob=args.attention_dropout,
-            pad_token_id=tokenizer.pad_token_id,
-            **label_kwargs(labels),
-        )
-    return config_class(
-        vocab_size=vocab_size,
-        n_positions=args.max_position_embeddings,
-        n_embd=args.hidden_size,
-        n_layer=args.num_layers,
-        n_head=args.num_heads,
-        n_inner=args.intermediate_size,
-        resid_pdrop=args.dropout,
-        embd_pdrop=args.dropout,
-        attn_pdrop=args.attention_dropout,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **label_kwargs(labels),
-    )
+    return CONFIGS[args.resolved_model_type](args, tokenizer, len(tokenizer), **label_kwargs(labels))
+
+
+def _bert(args: ModelArguments, tok: PreTrainedTokenizerBase, vocab_size: int, **labels) -> PretrainedConfig:
+    return BertConfig(
+        vocab_size=vocab_size, hidden_size=args.hidden_size, num_hidden_layers=args.num_layers,
+        num_attention_heads=args.num_heads, intermediate_size=args.intermediate_size,
+        max_position_embeddings=args.max_position_embeddings, hidden_dropout_prob=args.dropout,
+        attention_probs_dropout_prob=args.attention_dropout, pad_token_id=tok.pad_token_id, **labels,
+    )  # fmt: skip
+
+
+def _gpt2(args: ModelArguments, tok: PreTrainedTokenizerBase, vocab_size: int, **labels) -> PretrainedConfig:
+    return GPT2Config(
+        vocab_size=vocab_size, n_positions=args.max_position_embeddings, n_embd=args.hidden_size,
+        n_layer=args.num_layers, n_head=args.num_heads, n_inner=args.intermediate_size, resid_pdrop=args.dropout,
+        embd_pdrop=args.dropout, attn_pdrop=args.attention_dropout, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **labels,
+    )  # fmt: skip
+
+
+def _modernbert(args: ModelArguments, tok: PreTrainedTokenizerBase, vocab_size: int, **labels) -> PretrainedConfig:
+    """ModernBERT (pre-norm, rotary positions, GeGLU of `intermediate_size`, no biases) with its own defaults for
+    what the recipe has no key for: local attention over 128 tokens in two layers of three, a global one first."""
+    return ModernBertConfig(
+        vocab_size=vocab_size, hidden_size=args.hidden_size, num_hidden_layers=args.num_layers,
+        num_attention_heads=args.num_heads, intermediate_size=args.intermediate_size,
+        max_position_embeddings=args.max_position_embeddings, embedding_dropout=args.dropout,
+        mlp_dropout=args.dropout, attention_dropout=args.attention_dropout, pad_token_id=tok.pad_token_id,
+        cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id, **labels,
+    )  # fmt: skip
+
+
+def _llama(args: ModelArguments, tok: PreTrainedTokenizerBase, vocab_size: int, **labels) -> PretrainedConfig:
+    """Llama (RMSNorm, rotary positions, SwiGLU of `intermediate_size`, no biases), its output layer tied to the
+    token embeddings as small Llamas and GPT-2 have it; it has no residual dropout (checks.py refuses `dropout`)."""
+    return LlamaConfig(
+        vocab_size=vocab_size, hidden_size=args.hidden_size, num_hidden_layers=args.num_layers,
+        num_attention_heads=args.num_heads, intermediate_size=args.intermediate_size,
+        max_position_embeddings=args.max_position_embeddings, attention_dropout=args.attention_dropout,
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, **labels,
+    )  # fmt: skip
+
+
+# How each `model_type` is sized from the recipe's keys.
+CONFIGS = {"bert": _bert, "gpt2": _gpt2, "modernbert": _modernbert, "llama": _llama}
 
 
 def label_kwargs(labels: list[str] | None) -> dict:
@@ -114,7 +140,8 @@ def sizes(model: PreTrainedModel) -> dict:
     the architecture has no such key)."""
     c = model.config
     inner = getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * c.hidden_size
-    dropout = next((getattr(c, k) for k in ("hidden_dropout_prob", "resid_pdrop", "dropout") if hasattr(c, k)), None)
+    dropout_keys = ("hidden_dropout_prob", "resid_pdrop", "mlp_dropout", "dropout")
+    dropout = next((getattr(c, k) for k in dropout_keys if hasattr(c, k)), 0.0 if c.model_type == "llama" else None)
     attention = next(
         (getattr(c, k) for k in ("attention_probs_dropout_prob", "attn_pdrop", "attention_dropout") if hasattr(c, k)),
         None,
@@ -122,7 +149,7 @@ def sizes(model: PreTrainedModel) -> dict:
     return {
         "dropout": dropout,
         "attention_dropout": attention,
-        "model_type": c.model_type if c.model_type in ("bert", "gpt2") else "auto",
+        "model_type": c.model_type if c.model_type in CONFIGS else "auto",
         "num_layers": c.num_hidden_layers,
         "num_heads": c.num_attention_heads,
         "hidden_size": c.hidden_size,

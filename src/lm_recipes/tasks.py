@@ -21,11 +21,9 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
-    BertConfig,
     DataCollatorForLanguageModeling,
     DataCollatorWithPadding,
     EvalPrediction,
-    GPT2Config,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -34,7 +32,6 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from . import data, labels, samples
 
-CONFIGS = {"bert": BertConfig, "gpt2": GPT2Config}
 IGNORE = -100  # the label of a position that is not predicted (an unmasked token, padding, a block's last token)
 
 
@@ -95,6 +92,8 @@ class MaskingCollator(DataCollatorForLanguageModeling):
         self.start, self.calls = micro_batch, 0
 
     def torch_mask_tokens(self, inputs, special_tokens_mask=None, offset_mapping=None):
+        if offset_mapping is not None and offset_mapping.dim() == 2:  # blocks keep them flat: (start, end) per token
+            offset_mapping = offset_mapping.view(len(inputs), -1, 2)
         if self.mask_seed is not None:
             worker = torch.utils.data.get_worker_info()  # worker w of n collates micro-batches w, w + n, ...
             n, w = (worker.num_workers, worker.id) if worker else (1, 0)
@@ -108,8 +107,11 @@ class MaskingCollator(DataCollatorForLanguageModeling):
                 [special(row, already_has_special_tokens=True) for row in inputs.tolist()]
             )
         rows = slice(self.index * len(inputs), (self.index + 1) * len(inputs))
-        tile = (self.count,) + (1,) * (inputs.dim() - 1)
-        masked, labels = super().torch_mask_tokens(inputs.repeat(tile), special_tokens_mask.repeat(tile))
+
+        def tiled(x):
+            return None if x is None else x.repeat((self.count,) + (1,) * (x.dim() - 1))
+
+        masked, labels = super().torch_mask_tokens(tiled(inputs), tiled(special_tokens_mask), tiled(offset_mapping))
         return masked[rows], labels[rows]
 
 
@@ -195,7 +197,16 @@ class Task:
 def _mlm_collator(tokenizer, args, seed=None, pad_to_multiple_of=None, processes=(1, 0)):
     """`mlm_probability` of the tokens are picked, 80% of those become [MASK], 10% a random token, 10% stay;
     `processes` is (how many, this one's index)."""
-    return MaskingCollator(tokenizer, processes, mlm_probability=args.mlm_probability, seed=seed)
+    return masking_collator(tokenizer, args.mlm_probability, args.whole_word_mask, seed, processes)
+
+
+def masking_collator(tokenizer, mlm_probability: float, whole_word_mask: bool = False, seed=None, processes=(1, 0)):
+    """The MLM collator. With `whole_word_mask`, `mlm_probability` of the words (by their first pieces) are picked
+    and every piece of each becomes [MASK]: the transformers collator does not replace whole words with random
+    tokens, and says so when asked to, so the 80/10/10 split is set to 100/0/0 here rather than left to warn."""
+    split = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if whole_word_mask else {}
+    return MaskingCollator(tokenizer, processes, mlm_probability=mlm_probability, whole_word_mask=whole_word_mask,
+                           seed=seed, **split)  # fmt: skip
 
 
 def _clm_collator(tokenizer, args, seed=None, pad_to_multiple_of=None, processes=(1, 0)):

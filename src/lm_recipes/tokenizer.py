@@ -17,7 +17,7 @@ from datasets.fingerprint import Hasher
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, BertTokenizer, GPT2Tokenizer, PreTrainedTokenizerBase
 
-from .arguments import ModelArguments, TokenizerArguments
+from .arguments import TOKENIZER_TYPES, ModelArguments, TokenizerArguments
 from .recipe import RecipeError
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def build(
 def kind_for(args: TokenizerArguments, model_args: ModelArguments) -> str:
     if args.tokenizer_type != "auto":
         return args.tokenizer_type
-    return "wordpiece" if model_args.resolved_model_type == "bert" else "bpe"
+    return TOKENIZER_TYPES.get(model_args.resolved_model_type, "bpe")
 
 
 def train(args: TokenizerArguments, kind: str, texts: datasets.Dataset, text_column: str) -> tokenizers.Tokenizer:
