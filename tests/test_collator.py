@@ -53,3 +53,79 @@ def test_clm_label_t_is_the_token_at_t_plus_1(blocks):
     assert torch.equal(batch["labels"][:, :-1], ids[:, 1:])  # what position t predicts, EOS separators included
     assert (batch["labels"][:, -1] == -100).all()  # a block's last position predicts nothing inside the block
     assert (batch["labels"] == tok.eos_token_id).any()
+
+
+@pytest.fixture(scope="module")
+def word_blocks(blocks):
+    """Blocks of othello with each token's character offsets, as `whole_word_mask: true` prepares them."""
+    tok, _ = blocks["mlm"]
+    texts = Dataset.from_list(list(corpus.generate_documents(["othello"], corpus.version())))
+    ds = data.group(data.tokenize(texts, tok, "text", mlm=True, offsets=True), 128)
+    return tok, ds
+
+
+def words(offsets, special):
+    """Word number of each token (-1 for special tokens): a word starts where a token does not begin at the end of
+    the one before it (a space between them), or after a special token."""
+    out, n, end = [], 0, None
+    for (start, stop), is_special in zip(offsets, special, strict=True):
+        if is_special:
+            out.append(-1)
+            end = None
+            continue
+        if start != end:
+            n += 1
+        out.append(n)
+        end = stop
+    return out
+
+
+def test_whole_word_mask_masks_every_piece_of_a_picked_word(word_blocks):
+    tok, ds = word_blocks
+    assert ds.column_names == ["input_ids", "offset_mapping"]
+    rows = ds.select(range(300))  # ~38k tokens
+    assert all(len(o) == 2 * len(i) for i, o in zip(rows["input_ids"], rows["offset_mapping"], strict=True))
+    collate = TASKS["mlm"].build_collator(tok, DataArguments(mlm_probability=0.3, whole_word_mask=True), seed=0)
+    batch = collate(
+        [{"input_ids": i, "offset_mapping": o} for i, o in zip(rows["input_ids"], rows["offset_mapping"], strict=True)]
+    )
+    assert "offset_mapping" not in batch  # not a model input
+    original = torch.tensor(rows["input_ids"])
+    picked = batch["labels"] != -100
+    assert torch.equal(batch["labels"][picked], original[picked])
+    assert (batch["input_ids"][picked] == tok.mask_token_id).all()  # all [MASK]: no random or kept tokens
+    assert torch.equal(batch["input_ids"][~picked], original[~picked])
+    special = torch.isin(original, torch.tensor(tok.all_special_ids))
+    assert not (picked & special).any()
+    pieces = torch.tensor([[t.startswith("##") for t in tok.convert_ids_to_tokens(row)] for row in rows["input_ids"]])
+    # A word piece (##...) is masked exactly when the token before it, the same word, is.
+    cont = pieces[:, 1:]
+    assert cont.sum() > 1000 and torch.equal(picked[:, 1:][cont], picked[:, :-1][cont])
+    n_words = picked_words = 0
+    for offsets, mask, sp in zip(rows["offset_mapping"], picked.tolist(), special.tolist(), strict=True):
+        ids = words(list(zip(offsets[::2], offsets[1::2], strict=True)), sp)
+        by_word = {}
+        for w, m in zip(ids, mask, strict=True):
+            if w >= 0:
+                by_word.setdefault(w, set()).add(m)
+        assert all(len(s) == 1 for s in by_word.values())  # no word is masked in part
+        n_words += len(by_word)
+        picked_words += sum(True in s for s in by_word.values())
+    # ~30k words, 30% picked: binomial sd ~0.27 percentage points.
+    assert n_words > 20000 and abs(picked_words / n_words - 0.3) < 0.015, (picked_words, n_words)
+    assert picked.sum() > picked_words  # some picked words have several pieces
+
+
+def test_whole_word_masks_do_not_depend_on_the_number_of_processes(word_blocks):
+    tok, ds = word_blocks
+    rows = [
+        {"input_ids": i, "offset_mapping": o}
+        for i, o in zip(ds["input_ids"][:8], ds["offset_mapping"][:8], strict=True)
+    ]
+    args = DataArguments(mlm_probability=0.3, whole_word_mask=True)
+    one = TASKS["mlm"].build_collator(tok, args, seed=7)(rows)
+    halves = [
+        TASKS["mlm"].build_collator(tok, args, seed=7, processes=(2, r))(rows[4 * r : 4 * r + 4]) for r in (0, 1)
+    ]
+    assert torch.equal(one["labels"], torch.cat([h["labels"] for h in halves]))
+    assert torch.equal(one["input_ids"], torch.cat([h["input_ids"] for h in halves]))

@@ -102,6 +102,16 @@ CASES = {
     "vocab too small": (["--vocab_size", "4"], "vocab_size: 4 leaves no room beyond the special tokens"),
     "mlm with gpt2": (["--model_type", "gpt2"], "model_type: gpt2 cannot be trained with objective mlm"),
     "clm with bert": (["--objective", "clm", "--model_type", "bert"], "model_type: bert cannot be trained with"),
+    "mlm with llama": (["--model_type", "llama"], "model_type: llama cannot be trained with objective mlm; use "
+                       "model_type: bert or modernbert (or auto), or objective: clm"),
+    "clm with modernbert": (["--objective", "clm", "--model_type", "modernbert"], "model_type: modernbert cannot be "
+                            "trained with objective clm; use model_type: gpt2 or llama (or auto), or objective: mlm"),
+    "llama with dropout": (["{root}/recipes/clm.yaml", "--model_type", "llama"],
+                           "dropout: 0.1 cannot apply to model_type llama"),
+    "whole words for clm": (["{root}/recipes/clm.yaml", "--whole_word_mask", "true"],
+                            "whole_word_mask: masks words for objective mlm only, not clm"),
+    "modernbert with bpe": (["--model_type", "modernbert", "--tokenizer_type", "bpe"],
+                            "tokenizer_type: bpe does not fit model_type modernbert; use tokenizer_type: wordpiece"),
     "no passage": (["--objective", "classification", "--passage_lines", "0"], "passage_lines: 0 must be at least 1"),
     "two tokenizers": (["--model_name_or_path", "{tmp}/model", "--tokenizer_name", "{tmp}/model"],
                        "tokenizer_name: a run from model_name_or_path uses that checkpoint's tokenizer"),

@@ -29,7 +29,10 @@ SCORE = ROOT / "scripts" / "score.py"
 AUTO = {"mlm": AutoModelForMaskedLM, "clm": AutoModelForCausalLM}
 COMMON = {"checkpoint", "objective", "split", "data", "recipe", "loss", "perplexity", "accuracy", "tokens", "blocks",
           "block_size", "loss_averaging"}  # fmt: skip
-KEYS = {"clm": COMMON | {"stride", "windows"}, "mlm": COMMON | {"seed", "mlm_probability", "batch_size"}}
+KEYS = {
+    "clm": COMMON | {"stride", "windows"},
+    "mlm": COMMON | {"seed", "mlm_probability", "whole_word_mask", "batch_size"},
+}
 
 
 @pytest.fixture(scope="module", autouse=True)

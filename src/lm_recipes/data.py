@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 FORMAT = 2  # bump when tokenization or grouping changes, so cached results are not reused
 _IDS = Features({"input_ids": List(Value("int32"))})
+# Whole-word masking also needs each token's character offsets in its document: two numbers per token, (start, end),
+# flat in one list (MaskingCollator gives them the (tokens, 2) shape the transformers collator reads).
+OFFSETS = "offset_mapping"
+_IDS_OFFSETS = Features({"input_ids": List(Value("int32")), OFFSETS: List(Value("int32"))})
+WIDTH = {"input_ids": 1, OFFSETS: 2}
 
 
 def load_texts(args: DataArguments, seed: int, labelled: bool = False) -> DatasetDict:
@@ -188,7 +193,7 @@ def build_blocks(
     out = {}
     for split, docs in texts.items():
         ids = tokenize(docs, tokenizer, args.text_column, mlm=mlm, num_proc=args.preprocessing_num_workers,
-                       overwrite=args.overwrite_cache)  # fmt: skip
+                       overwrite=args.overwrite_cache, offsets=mlm and args.whole_word_mask)  # fmt: skip
         blocks = group(ids, args.block_size, overwrite=args.overwrite_cache)
         total = int(pc.sum(pc.list_value_length(ids.data.column("input_ids"))).as_py() or 0)
         if len(blocks) == 0:
@@ -223,21 +228,35 @@ def separators(tokenizer: PreTrainedTokenizerBase, mlm: bool) -> tuple[bool, int
 
 
 def tokenize(
-    docs: Dataset, tokenizer, text_column: str, *, mlm: bool, num_proc: int | None = None, overwrite: bool = False
+    docs: Dataset,
+    tokenizer,
+    text_column: str,
+    *,
+    mlm: bool,
+    num_proc: int | None = None,
+    overwrite: bool = False,
+    offsets: bool = False,
 ) -> Dataset:
-    """One row of token ids per non-empty document, separators included."""
+    """One row of token ids per non-empty document, separators included; with `offsets`, each token's character
+    offsets too (OFFSETS)."""
     backend = tokenizer.backend_tokenizer
     backend.no_truncation()
     backend.no_padding()
     add_special, eos_id = separators(tokenizer, mlm)
     fingerprint = Hasher.hash([FORMAT, "tokenize", docs._fingerprint, backend.to_str(), text_column,
-                               "mlm" if mlm else "clm"])  # fmt: skip
+                               "mlm" if mlm else "clm", offsets])  # fmt: skip
     return docs.map(
         _tokenize_batch,
         batched=True,
-        fn_kwargs={"backend": backend, "column": text_column, "add_special": add_special, "eos_id": eos_id},
+        fn_kwargs={
+            "backend": backend,
+            "column": text_column,
+            "add_special": add_special,
+            "eos_id": eos_id,
+            "offsets": offsets,
+        },  # fmt: skip
         remove_columns=docs.column_names,
-        features=_IDS,
+        features=_IDS_OFFSETS if offsets else _IDS,
         num_proc=num_proc,
         new_fingerprint=fingerprint,
         load_from_cache_file=not overwrite,
@@ -245,21 +264,38 @@ def tokenize(
     )
 
 
-def _tokenize_batch(batch, backend, column, add_special, eos_id):
+def _tokenize_batch(batch, backend, column, add_special, eos_id, offsets=False):
     texts = [t for t in batch[column] if t and not t.isspace()]
-    ids = [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=add_special)]
+    columns, lengths = encode(texts, backend, add_special, eos_id, offsets)
+    return _ids_table(columns, lengths)
+
+
+def encode(texts: list[str], backend, add_special: bool, eos_id: int | None, offsets: bool = False):
+    """({column: flat values}, tokens per text) of `texts`: the ids, separators included, and with `offsets` each
+    token's (start, end) in its text, flat. encode_batch_fast skips computing offsets, so it serves the rest."""
+    encodings = (backend.encode_batch if offsets else backend.encode_batch_fast)(texts, add_special_tokens=add_special)
+    ids = [e.ids for e in encodings]
     if eos_id is not None:
         for row in ids:
             row.append(eos_id)
-    # An Arrow table built from one flat list: much cheaper than letting datasets convert a list of lists.
-    return _ids_table(list(chain.from_iterable(ids)), np.fromiter(map(len, ids), np.int32, len(ids)))
+    lengths = np.fromiter(map(len, ids), np.int32, len(ids))
+    columns = {"input_ids": np.fromiter(chain.from_iterable(ids), np.int32)}
+    if offsets:
+        columns[OFFSETS] = np.fromiter(
+            chain.from_iterable(chain.from_iterable(e.offsets for e in encodings)), np.int32
+        )
+    return columns, lengths
 
 
-def _ids_table(flat, lengths: np.ndarray) -> pa.Table:
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    values = pa.array(flat, type=pa.int32())
-    return pa.table({"input_ids": pa.ListArray.from_arrays(pa.array(offsets), values)})
+def _ids_table(columns: dict[str, np.ndarray], lengths: np.ndarray) -> pa.Table:
+    """An Arrow table of list columns built from flat values (WIDTH per token): much cheaper than letting datasets
+    convert a list of lists."""
+    table = {}
+    for name, flat in columns.items():
+        bounds = np.zeros(len(lengths) + 1, dtype=np.int32)
+        np.cumsum(lengths * WIDTH[name], out=bounds[1:])
+        table[name] = pa.ListArray.from_arrays(pa.array(bounds), pa.array(flat, type=pa.int32()))
+    return pa.table(table)
 
 
 def group(ids: Dataset, block_size: int, overwrite: bool = False) -> Dataset:
@@ -271,6 +307,7 @@ def group(ids: Dataset, block_size: int, overwrite: bool = False) -> Dataset:
     lengths = pc.list_value_length(ids.data.column("input_ids")).to_numpy(zero_copy_only=False)
     starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
     fingerprint = Hasher.hash([FORMAT, "group", ids._fingerprint, block_size])
+    features = _IDS_OFFSETS if OFFSETS in ids.column_names else _IDS
     return (
         ids.with_format("arrow")
         .map(
@@ -279,7 +316,7 @@ def group(ids: Dataset, block_size: int, overwrite: bool = False) -> Dataset:
             batch_size=1000,
             with_indices=True,
             fn_kwargs={"starts": starts, "block_size": block_size, "source": ids},
-            features=_IDS,
+            features=features,
             new_fingerprint=fingerprint,
             load_from_cache_file=not overwrite,
             desc=f"Grouping into blocks of {block_size}",
@@ -297,12 +334,20 @@ def _group_batch(batch, indices, starts, block_size, source):
     begin, end = int(starts[first]), int(starts[stop])
     n_blocks = int(starts[-1]) // block_size
     k0, k1 = -(-begin // block_size), min(-(-end // block_size), n_blocks)  # blocks that start in [begin, end)
+    names = batch.column_names
     if k1 <= k0:
-        return _ids_table(np.zeros(0, np.int32), np.zeros(0, np.int32))
-    tokens = _flat(batch["input_ids"])
+        return _ids_table({name: np.zeros(0, np.int32) for name in names}, np.zeros(0, np.int32))
     need = k1 * block_size
+    after = None
     if need > end:  # the last block runs into the documents after this batch
         upto = int(np.searchsorted(starts, need, side="left"))
-        tokens = np.concatenate([tokens, _flat(source.with_format("arrow")[stop:upto]["input_ids"])])
-    lo = k0 * block_size - begin
-    return _ids_table(tokens[lo : lo + (k1 - k0) * block_size], np.full(k1 - k0, block_size, np.int32))
+        after = source.with_format("arrow")[stop:upto]
+    lo, count = k0 * block_size - begin, (k1 - k0) * block_size
+    columns = {}
+    for name in names:  # the ids, and the offsets (WIDTH numbers per token) when there are
+        tokens = _flat(batch[name])
+        if after is not None:
+            tokens = np.concatenate([tokens, _flat(after[name])])
+        w = WIDTH[name]
+        columns[name] = tokens[lo * w : (lo + count) * w]
+    return _ids_table(columns, np.full(k1 - k0, block_size, np.int32))

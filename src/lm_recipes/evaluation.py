@@ -25,15 +25,15 @@ from . import data, models
 from . import tokenizer as tokenizers
 from .arguments import DataArguments
 from .recipe import Parser, RecipeError, block_size_problem, closest
-from .tasks import MaskingCollator, Task, perplexity
+from .tasks import Task, masking_collator, perplexity
 
 USAGE = "score.py CHECKPOINT [--key value ...]"
 DESCRIPTION = (
     "Score an mlm or clm checkpoint on held-out text. Prints JSON (checkpoint, objective, split, data, recipe, loss, "
     "perplexity, accuracy, tokens, blocks, block_size, loss_averaging; clm adds stride and windows, mlm adds seed, "
-    "mlm_probability and batch_size) and writes it to --output (default CHECKPOINT/evaluation.json). Data keys "
-    "default to CHECKPOINT's recipe.yaml (or its parent's, for a checkpoint-N folder); flags override them, and "
-    "--max_eval_samples 0 scores every validation block."
+    "mlm_probability, whole_word_mask and batch_size) and writes it to --output (default CHECKPOINT/evaluation.json). "
+    "Data keys default to CHECKPOINT's recipe.yaml (or its parent's, for a checkpoint-N folder); flags override "
+    "them, and --max_eval_samples 0 scores every validation block."
 )
 
 
@@ -187,17 +187,19 @@ def evaluate_mlm(
     mlm_probability: float = 0.15,
     seed: int = 42,
     batch_size: int = 16,
+    whole_word_mask: bool = False,
 ) -> dict:
     """Masked-token loss and accuracy with masks drawn by the training collator from its own generator at `seed`.
 
     Like `Trainer.evaluate`: each batch's mean masked-token loss, averaged over batches weighted by blocks per batch;
     a batch with no masked token has no loss and is left out, as the Trainer drops its NaN.
     """
-    collate = MaskingCollator(tokenizer, mlm_probability=mlm_probability, seed=seed)  # as training evaluations mask
+    collate = masking_collator(tokenizer, mlm_probability, whole_word_mask, seed)  # as training evaluations mask
     weighted, weight, correct, masked = 0.0, 0, 0, 0
     for start in range(0, len(blocks), batch_size):
-        rows = blocks[start : start + batch_size]["input_ids"]
-        batch = collate([{"input_ids": ids} for ids in rows])
+        rows = blocks[start : start + batch_size]
+        batch = collate([dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)])
+        rows = rows["input_ids"]
         logits = model(input_ids=batch["input_ids"].to(model.device)).logits.float()
         labels = batch["labels"].to(model.device)
         keep = labels != -100
@@ -213,7 +215,7 @@ def evaluate_mlm(
     loss = weighted / weight
     return {"loss": loss, "perplexity": perplexity(loss), "accuracy": correct / masked, "tokens": masked,
             "blocks": len(blocks), "block_size": len(blocks[0]["input_ids"]), "seed": seed,
-            "mlm_probability": mlm_probability, "batch_size": batch_size,
+            "mlm_probability": mlm_probability, "whole_word_mask": whole_word_mask, "batch_size": batch_size,
             "loss_averaging": "mean over batches of each batch's mean masked-token loss, weighted by its blocks "
                               "(as Trainer.evaluate)"}  # fmt: skip
 
@@ -252,7 +254,13 @@ def evaluate_checkpoint(checkpoint: str, data_args: DataArguments, eval_args: Ev
     blocks = task.build_datasets(DatasetDict({split: texts[split]}), tokenizer, data_args, eval_args.split_seed)[split]
     if task.fixed_eval_masks:
         result = evaluate_mlm(
-            model, tokenizer, blocks, data_args.mlm_probability, eval_args.seed, eval_args.batch_size
+            model,
+            tokenizer,
+            blocks,
+            data_args.mlm_probability,
+            eval_args.seed,
+            eval_args.batch_size,
+            data_args.whole_word_mask,
         )
     else:
         result = evaluate_clm(model, blocks, eval_args.stride, eval_args.batch_size)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import datasets
-import numpy as np
 from datasets import Dataset, IterableDataset
 from datasets.distributed import split_dataset_by_node
 
@@ -131,8 +130,9 @@ def documents(streamed: Streamed, column: str, *, rank: int, world: int) -> Iter
 
 
 def blocks(streamed: Streamed, tokenizer, args: DataArguments, *, mlm: bool, rank: int, world: int) -> IterableDataset:
-    """This process's stream of {"input_ids"} blocks of `block_size` tokens, repeated without end (max_steps stops
-    it), so that the Trainer never ends an epoch and the saved position always applies."""
+    """This process's stream of {"input_ids"} blocks of `block_size` tokens (with their offsets for whole-word
+    masking), repeated without end (max_steps stops it), so that the Trainer never ends an epoch and the saved
+    position always applies."""
     mine = documents(streamed, args.text_column, rank=rank, world=world)
     add_special, eos_id = data.separators(tokenizer, mlm)
     backend = tokenizer.backend_tokenizer
@@ -144,19 +144,16 @@ def blocks(streamed: Streamed, tokenizer, args: DataArguments, *, mlm: bool, ran
         batch_size=GROUP_DOCUMENTS,
         remove_columns=[args.text_column],
         fn_kwargs={"backend": backend, "column": args.text_column, "add_special": add_special, "eos_id": eos_id,
-                   "block_size": args.block_size},
+                   "block_size": args.block_size, "offsets": mlm and args.whole_word_mask},
     ).repeat(None)  # fmt: skip
 
 
-def _blocks_of(batch, backend, column, add_special, eos_id, block_size):
+def _blocks_of(batch, backend, column, add_special, eos_id, block_size, offsets=False):
     texts = [t for t in batch[column] if isinstance(t, str) and t and not t.isspace()]
-    ids = [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=add_special)]
-    if eos_id is not None:
-        for row in ids:
-            row.append(eos_id)
-    flat = np.fromiter((i for row in ids for i in row), np.int32)
-    n = len(flat) // block_size
-    return {"input_ids": flat[: n * block_size].reshape(n, block_size).tolist()}
+    columns, _ = data.encode(texts, backend, add_special, eos_id, offsets)
+    n = len(columns["input_ids"]) // block_size
+    width = {name: block_size * data.WIDTH[name] for name in columns}
+    return {name: flat[: n * width[name]].reshape(n, width[name]).tolist() for name, flat in columns.items()}
 
 
 def reading(stream: IterableDataset):

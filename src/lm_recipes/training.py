@@ -181,6 +181,8 @@ def build_trainer(recipe: Recipe, model: PreTrainedModel, prepared: Prepared) ->
     args, task = recipe.training, TASKS[recipe.model.objective]
     if recipe.data.streaming:
         args.ignore_data_skip = True  # a resumed stream starts at its saved position: no batches to replay
+    if recipe.data.whole_word_mask:
+        args.remove_unused_columns = False  # the blocks' offsets are no model input, but the collator needs them
     try:
         trainer = LMTrainer(
             model=model,
