@@ -20,6 +20,7 @@ Finished runs found under --out are read again, not retrained: an interrupted be
 """
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -84,20 +85,28 @@ def score(start: Path, out: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def random_recipe(start: Path, out: Path) -> Path:
-    """finetune-genre.yaml from random weights of the pretrained run's architecture and sizes, with its tokenizer."""
+def random_start(start: Path, out: Path) -> tuple[Path, str]:
+    """(recipe, name) of finetune-genre.yaml from random weights of the pretrained run's architecture and sizes, with
+    its tokenizer. Named by those, so pretraining settings that differ only in what they train (masking, learning
+    rate) share one random arm."""
     saved = yaml.safe_load((start / "recipe.yaml").read_text())
     keys = {k: saved[k] for k in MODEL_KEYS if k in saved}
-    path = out / f"random-{start.name}.yaml"
+    vocab = (start / "tokenizer.json").read_bytes()
+    name = f"random-{keys.get('model_type', 'auto')}-{hashlib.sha1(json.dumps(keys).encode() + vocab).hexdigest()[:8]}"
+    path = out / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({"base": str(RECIPE), "model_name_or_path": None, "tokenizer_name": str(start),
                                     **keys}, sort_keys=False))  # fmt: skip
-    return path
+    return path, name
 
 
 def finetune(start: Path, random: bool, lr: float, seed: int, out: Path) -> tuple[dict, float]:
-    recipe, flags = (random_recipe(start, out), []) if random else (RECIPE, ["--model_name_or_path", str(start)])
-    folder = out / f"{start.name}-{'random' if random else 'pretrained'}-lr{lr:g}-seed{seed}"
+    if random:
+        recipe, name = random_start(start, out)
+        flags = []
+    else:
+        recipe, name, flags = RECIPE, f"{start.name}-pretrained", ["--model_name_or_path", str(start)]
+    folder = out / f"{name}-lr{lr:g}-seed{seed}"
     seconds = train(recipe, folder, *flags, "--learning_rate", str(lr), "--seed", str(seed))
     return results(folder), seconds
 
