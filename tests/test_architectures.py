@@ -5,10 +5,12 @@ into classifiers, and plan. And whole-word masking through train.py (the masks t
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, pipeline
 
@@ -21,11 +23,14 @@ ARCHITECTURES = {
 }
 # Llama has no residual dropout: its recipes set 0 (a non-zero `dropout` is refused, test_errors).
 FLAGS = {"modernbert": [], "llama": ["--dropout", "0"]}
+# Blocks longer than ModernBERT's local attention window (128 tokens: 64 each side), so its local layers mask.
+LONGER = {"modernbert": ["--block_size", "160", "--max_position_embeddings", "160"]}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, env):
-    """model_type -> (first run of 20 steps, the same command raised to 30 steps: it resumes), shared by the tests."""
+    """model_type -> (a run of 30 steps, checkpoints every 10; the same command on a folder that holds only its
+    checkpoint-20 and recipe.yaml, as a kill would leave it: it resumes), shared by the tests."""
     made = {}
 
     def _get(model_type):
@@ -33,15 +38,16 @@ def runs(tmp_path_factory, env):
             recipe = ROOT / "recipes" / ARCHITECTURES[model_type][0]
             out = tmp_path_factory.mktemp(model_type)
             runs = []
-            for steps in ("20", "30"):
+            for name in ("run", "resumed"):
+                if name == "resumed":
+                    shutil.copytree(out / "run" / "checkpoint-20", out / name / "checkpoint-20")
+                    shutil.copy(out / "run" / "recipe.yaml", out / name / "recipe.yaml")
                 cmd = [sys.executable, str(TRAIN), str(recipe), *TINY, "--model_type", model_type,
-                       *FLAGS[model_type], "--max_steps", steps, "--eval_steps", "10", "--save_steps", "10",
-                       "--output_dir", str(out / "run")]  # fmt: skip
+                       *FLAGS[model_type], *LONGER.get(model_type, []), "--max_steps", "30", "--eval_steps", "10",
+                       "--save_steps", "10", "--output_dir", str(out / name)]  # fmt: skip
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
                 assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-                runs.append(Run(proc, out / "run"))
-                if steps == "20":
-                    runs.append(json.loads((out / "run" / "trainer_state.json").read_text()))
+                runs.append(Run(proc, out / name))
             made[model_type] = runs
         return made[model_type]
 
@@ -50,7 +56,8 @@ def runs(tmp_path_factory, env):
 
 @pytest.mark.parametrize("model_type", ARCHITECTURES)
 def test_trains_saves_and_loads_with_the_stock_pipeline(runs, model_type):
-    first, state, _ = runs(model_type)
+    first, _ = runs(model_type)
+    state = first.state()
     recipe, auto, name, task, text = ARCHITECTURES[model_type]
     losses = [h["loss"] for h in state["log_history"] if "loss" in h]
     assert losses[-1] < losses[0] - 0.3, losses
@@ -61,6 +68,7 @@ def test_trains_saves_and_loads_with_the_stock_pipeline(runs, model_type):
     config = AutoConfig.from_pretrained(first.output_dir)
     assert config.model_type == model_type and config.architectures == [name]
     assert (config.hidden_size, config.num_hidden_layers, config.intermediate_size) == (64, 2, 128)
+    assert config.max_position_embeddings == (160 if model_type == "modernbert" else 64)
     assert config.pad_token_id == tok.pad_token_id
     assert type(auto.from_pretrained(first.output_dir)).__name__ == name
     out = pipeline(task, model=str(first.output_dir))
@@ -74,20 +82,23 @@ def test_trains_saves_and_loads_with_the_stock_pipeline(runs, model_type):
 
 
 @pytest.mark.parametrize("model_type", ARCHITECTURES)
-def test_rerun_with_more_steps_resumes(runs, model_type):
-    _, state, again = runs(model_type)
+def test_a_rerun_resumes_where_the_checkpoint_left_off(runs, model_type):
+    first, again = runs(model_type)
     assert "Resuming from" in again.out and "checkpoint-20" in again.out
-    resumed = again.state()
+    whole, resumed = first.state(), again.state()
     assert resumed["global_step"] == 30
-    before = [(h["step"], h["loss"]) for h in state["log_history"] if "loss" in h]
-    after = [(h["step"], h["loss"]) for h in resumed["log_history"] if "loss" in h]
-    assert after[: len(before)] == before  # one history, continued past the checkpoint
-    assert [s for s, _ in after] == [5, 10, 15, 20, 25, 30]
+    logged = [[(h["step"], h["loss"]) for h in s["log_history"] if "loss" in h] for s in (whole, resumed)]
+    # The steps after the checkpoint train as they did without the interruption (same batches, masks and dropout).
+    assert [s for s, _ in logged[1]] == [5, 10, 15, 20, 25, 30]
+    assert [s for s, _ in logged[0]] == [s for s, _ in logged[1]]
+    assert [loss for _, loss in logged[1][4:]] == pytest.approx([loss for _, loss in logged[0][4:]], rel=1e-5)
+    finals = [json.loads((r.output_dir / "all_results.json").read_text())["eval_loss"] for r in (first, again)]
+    assert finals[1] == pytest.approx(finals[0], rel=1e-5)
 
 
 @pytest.mark.parametrize("model_type", ARCHITECTURES)
 def test_classifier_from_the_pretrained_checkpoint(runs, train, model_type):
-    first, _, _ = runs(model_type)
+    first, _ = runs(model_type)
     run = train("finetune-genre.yaml", "--model_name_or_path", str(first.output_dir), "--genres", "comedies",
                 "histories", "--block_size", "64", "--per_device_train_batch_size", "8", "--max_steps", "6",
                 "--eval_steps", "6", "--save_steps", "6", "--max_eval_samples", "32", "--logging_steps", "2",
@@ -132,3 +143,25 @@ def test_whole_word_mask_trains_through_train_py(train, streaming):
     saved = yaml.safe_load((run.output_dir / "recipe.yaml").read_text())
     assert saved["whole_word_mask"] is True
     assert "Random token replacement is not supported" not in run.out  # the 100/0/0 split is set, not warned about
+
+
+def test_whole_word_mask_reaches_the_trainers_batches(tmp_path, cache_dir):
+    # The Trainer drops dataset columns its model does not take unless told not to: without the offsets the collator
+    # would mask single tokens, silently. A batch as the Trainer's loader gives it masks whole words.
+    from lm_recipes import recipe as recipes
+    from lm_recipes import training
+
+    flags = ["--whole_word_mask", "true", "--mlm_probability", "0.3", "--output_dir", str(tmp_path / "out"),
+             "--cache_dir", cache_dir, "--report_to", "none"]  # fmt: skip
+    r = recipes.load([str(ROOT / "recipes/mlm.yaml"), *TINY, *flags])
+    trainer = training.build(r)
+    tok = trainer.processing_class
+    for loader in (trainer.get_train_dataloader(), trainer.get_eval_dataloader()):
+        batch = next(iter(loader))
+        assert "offset_mapping" not in batch  # used by the collator, dropped before the model
+        picked = batch["labels"] != -100
+        assert (batch["input_ids"][picked] == tok.mask_token_id).all()
+        pieces = [[t.startswith("##") for t in tok.convert_ids_to_tokens(row)] for row in batch["labels"].where(
+            picked, batch["input_ids"]).tolist()]  # fmt: skip
+        cont = torch.tensor(pieces)[:, 1:]
+        assert cont.any() and torch.equal(picked[:, 1:][cont], picked[:, :-1][cont])

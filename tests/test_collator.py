@@ -1,5 +1,6 @@
 """The collators the recipes use: MLM masking rate and 80/10/10 split, CLM labels shifted to the next token."""
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -129,3 +130,57 @@ def test_whole_word_masks_do_not_depend_on_the_number_of_processes(word_blocks):
     ]
     assert torch.equal(one["labels"], torch.cat([h["labels"] for h in halves]))
     assert torch.equal(one["input_ids"], torch.cat([h["input_ids"] for h in halves]))
+
+
+def test_offsets_leave_out_the_space_a_byte_level_token_carries(blocks):
+    tok, _ = blocks["clm"]  # byte-level BPE: "Ġlord" is the space and the word
+    text = "Good morrow, my lord."
+    columns, lengths = data.encode([text], tok.backend_tokenizer, add_special=False, eos_id=None, offsets=True)
+    spans = columns[data.OFFSETS].reshape(-1, 2).tolist()
+    pieces = tok.convert_ids_to_tokens(columns["input_ids"].tolist())
+    assert lengths.tolist() == [len(pieces)] and pieces[-2] == "Ġlord"
+    assert [text[a:b] for a, b in spans] == [p.replace("Ġ", "") for p in pieces]  # each word alone, no space
+    # So a word starts after each space: "morrow," (the comma touches it) is one word, "my" and "lord." others.
+    starts = [i for i, (a, _) in enumerate(spans) if i == 0 or a != spans[i - 1][1]]
+    ends = [i - 1 for i in starts[1:]] + [len(spans) - 1]
+    assert [text[spans[a][0] : spans[b][1]] for a, b in zip(starts, ends, strict=True)] == [
+        "Good", "morrow,", "my", "lord."
+    ]  # fmt: skip
+
+
+def test_whole_word_rule_matches_transformers_at_a_fraction_of_the_memory(word_blocks):
+    from transformers import DataCollatorForLanguageModeling
+
+    from lm_recipes.tasks import MaskingCollator
+
+    tok, ds = word_blocks
+    rows = ds.select(range(64))
+    offsets = np.asarray(rows["offset_mapping"]).reshape(64, -1, 2)
+    special = np.isin(np.asarray(rows["input_ids"]), tok.all_special_ids).astype(int)
+    word_ids, not_first = DataCollatorForLanguageModeling._calc_word_ids_and_prob_mask(offsets, special)
+    draws = (np.random.default_rng(0).random(word_ids.shape) < 0.3) & ~not_first  # on first pieces, as the collator
+    theirs = DataCollatorForLanguageModeling._whole_word_mask(word_ids, draws)
+    mine = MaskingCollator._whole_word_mask(word_ids, torch.from_numpy(draws))
+    assert mine.dtype == bool and np.array_equal(mine, theirs)
+    assert theirs.sum() > draws.sum()  # some drawn words have several pieces
+
+
+def test_offsets_stay_with_their_tokens_across_map_batches_and_in_streams(blocks):
+    from lm_recipes import streaming
+
+    tok, _ = blocks["mlm"]
+    plays = corpus.generate_documents(["othello"], corpus.version())
+    lines = [line for d in plays for line in d["text"].split("\n") if line.strip()][:2500]
+    # 2,500 documents: blocks straddle the 1,000-document batches of tokenizing and grouping.
+    grouped = data.group(data.tokenize(Dataset.from_dict({"text": lines}), tok, "text", mlm=True, offsets=True), 16)
+    streamed = streaming._blocks_of({"text": lines}, tok.backend_tokenizer, "text", True, None, 16, offsets=True)
+    for name, ids, offsets in (("grouped", grouped["input_ids"], grouped["offset_mapping"]),
+                               ("streamed", streamed["input_ids"], streamed["offset_mapping"])):  # fmt: skip
+        assert len(ids) > 1000 and all(len(o) == 2 * len(i) for i, o in zip(ids, offsets, strict=True))
+        checked = 0
+        for row, spans in zip(ids, offsets, strict=True):
+            for piece, start, end in zip(tok.convert_ids_to_tokens(row), spans[::2], spans[1::2], strict=True):
+                if piece not in tok.all_special_tokens:  # each piece spans as many characters as it has
+                    assert end - start == len(piece.removeprefix("##")), (name, piece, start, end)
+                    checked += 1
+        assert checked > 10000

@@ -106,6 +106,8 @@ CASES = {
                        "model_type: bert or modernbert (or auto), or objective: clm"),
     "clm with modernbert": (["--objective", "clm", "--model_type", "modernbert"], "model_type: modernbert cannot be "
                             "trained with objective clm; use model_type: gpt2 or llama (or auto), or objective: mlm"),
+    "rotary odd head size": (["--model_type", "modernbert", "--hidden_size", "66", "--num_heads", "2"],
+                             "num_heads: modernbert rotates pairs of each head's 33 dimensions"),
     "llama with dropout": (["{root}/recipes/clm.yaml", "--model_type", "llama"],
                            "dropout: 0.1 cannot apply to model_type llama"),
     "whole words for clm": (["{root}/recipes/clm.yaml", "--whole_word_mask", "true"],

@@ -164,3 +164,18 @@ def test_a_child_recipe_can_put_a_parent_key_back_to_its_default(tmp_path):
     r = recipes.load([path])
     assert r.data.genres is None and r.data.train_files == ["d/*.txt"]
     assert r.model.model_name_or_path == "outputs/clm" and r.training.max_steps == 150
+
+
+def test_a_run_saved_before_a_key_existed_resumes_with_that_keys_default(tmp_path):
+    # An output_dir (or prepared folder) made by a release without whole_word_mask: its recipe.yaml lacks the key.
+    from lm_recipes import prepared_data
+
+    r = recipes.load([str(ROOT / "recipes/mlm.yaml")])
+    older = {k: v for k, v in recipes.plain(r.identity(False)).items() if k != "whole_word_mask"}
+    recipes.check_same(r, tmp_path, saved=older)  # the default, false, is what that run had
+    on = recipes.load([str(ROOT / "recipes/mlm.yaml"), "--whole_word_mask", "true"])
+    with pytest.raises(RecipeError, match="whole_word_mask: False there, True here"):
+        recipes.check_same(on, tmp_path, saved=older)
+    # A prepared folder's keys (and the name hashed from them) leave the key out at its default, as before it existed.
+    assert "whole_word_mask" not in prepared_data.keys(r)
+    assert prepared_data.keys(on)["whole_word_mask"] is True

@@ -146,8 +146,8 @@ class ModelArguments:
     max_position_embeddings: int = field(default=512, metadata={"help": "Positions the model has, in tokens."})
     dropout: float = field(
         default=0.1,
-        metadata={"help": "Dropout on embeddings and residual branches (modernbert: on embeddings and feed-forward "
-                  "outputs; llama has none, so it must be 0)."},
+        metadata={"help": "Dropout on embeddings and residual branches (modernbert: on embeddings and inside the "
+                  "feed-forward layer; llama has none, so it must be 0)."},
     )  # fmt: skip
     attention_dropout: float = field(default=0.1, metadata={"help": "Dropout on attention probabilities."})
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3"] = field(

@@ -148,6 +148,11 @@ def check(recipe: Recipe) -> list[str]:
                 problems.append(f"{key}: must be a positive number of {'layers' if key == 'num_layers' else 'units'}")
         if problem := block_size_problem(d.block_size, m.max_position_embeddings):
             problems.append(problem)
+        if model_type in ("modernbert", "llama") and m.num_heads >= 1 and (m.hidden_size // m.num_heads) % 2:
+            problems.append(
+                f"num_heads: {model_type} rotates pairs of each head's {m.hidden_size // m.num_heads} dimensions "
+                f"(hidden_size / num_heads), which must be even; choose num_heads so that it is"
+            )
         if model_type == "llama" and m.dropout:
             problems.append(
                 f"dropout: {m.dropout} cannot apply to model_type llama, which has no dropout on its embeddings or "

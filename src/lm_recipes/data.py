@@ -281,10 +281,19 @@ def encode(texts: list[str], backend, add_special: bool, eos_id: int | None, off
     lengths = np.fromiter(map(len, ids), np.int32, len(ids))
     columns = {"input_ids": np.fromiter(chain.from_iterable(ids), np.int32)}
     if offsets:
-        columns[OFFSETS] = np.fromiter(
-            chain.from_iterable(chain.from_iterable(e.offsets for e in encodings)), np.int32
-        )
+        columns[OFFSETS] = np.fromiter(chain.from_iterable(map(_trimmed, texts, encodings)), np.int32)
     return columns, lengths
+
+
+def _trimmed(text: str, encoding):
+    """A text's token offsets with leading whitespace left out, as RoBERTa's `trim_offsets` has them: a byte-level
+    BPE token carries the space before its word (`Ġworld` spans " world"), which would join every word to the one
+    before it, since the whole-word collator starts a word where a token does not begin at the last one's end."""
+    for start, end in encoding.offsets:
+        while start < end and text[start].isspace():
+            start += 1
+        yield start
+        yield end
 
 
 def _ids_table(columns: dict[str, np.ndarray], lengths: np.ndarray) -> pa.Table:

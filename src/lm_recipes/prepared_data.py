@@ -32,6 +32,10 @@ NOT_DATA = ("preprocessing_num_workers", "cache_dir", "overwrite_cache", "prepar
             "max_eval_samples", "mlm_probability")  # fmt: skip  # read at training time, or where, not what
 
 
+# Data keys added since FORMAT 1, left out at their default: a folder prepared before them keeps its name and matches.
+ADDED = {"whole_word_mask": False}
+
+
 def keys(recipe: Recipe) -> dict:
     """The recipe keys that decide the tokenizer and the blocks."""
     m = recipe.model
@@ -39,6 +43,9 @@ def keys(recipe: Recipe) -> dict:
     out.update({f.name: getattr(recipe.data, f.name) for f in fields(DataArguments) if f.name not in NOT_DATA})
     out.update(objective=m.objective, model_type=m.model_type, model_name_or_path=m.model_name_or_path,
                max_position_embeddings=m.max_position_embeddings, seed=recipe.training.seed)  # fmt: skip
+    for key, default in ADDED.items():
+        if out[key] == default:
+            del out[key]
     return plain(out)
 
 

@@ -78,14 +78,19 @@ class Recipe:
 
     def changes(self) -> dict:
         """The keys the recipe (its bases, the flags) sets to something other than their default, as they run."""
-        default = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
-                   for cls in DATACLASSES for f in fields(cls) if f.init}  # fmt: skip
+        default = defaults()
         mine = plain(self.flat())
         skip = {"output_dir", "hub_token"}  # said on its own line, or secret
         return {k: mine[k] for k in dict.fromkeys(self.given) if k not in skip and plain(default.get(k)) != mine[k]}
 
 
 DATACLASSES = (TokenizerArguments, DataArguments, ModelArguments, TrainingArguments, WatchArguments)
+
+
+def defaults() -> dict:
+    """Every recipe key's default value."""
+    return {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+            for cls in DATACLASSES for f in fields(cls) if f.init}  # fmt: skip
 
 
 _ARGPARSE_PREFIX = re.compile(r"^argument --(\w+)(?:/--[\w-]+)*:")
@@ -285,6 +290,9 @@ def check_same(
             raise RecipeError(f"{where}: {saved_path} is not a valid saved recipe ({why}), so the run there cannot "
                               f"be checked or resumed; {fix}")  # fmt: skip
     here = plain(recipe.identity(resolved))
+    # A key added to lm-recipes after the run was saved is not in its recipe.yaml: the run had that key's default.
+    default = plain(defaults())
+    saved = {**{k: default[k] for k in here if k not in saved and k in default}, **saved}
     changed = [f"{k}: {saved.get(k)!r} there, {v!r} here" for k, v in here.items() if saved.get(k) != v]
     if changed:
         raise RecipeError(f"{where} holds checkpoints of a different recipe ({'; '.join(changed)}); {fix}")

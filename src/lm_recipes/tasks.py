@@ -87,6 +87,18 @@ class MaskingCollator(DataCollatorForLanguageModeling):
         self.count, self.index = processes
         self.mask_seed, self.start, self.calls = seed, 0, 0
 
+    @staticmethod
+    def _whole_word_mask(word_ids: np.ndarray, mask) -> np.ndarray:
+        """transformers' whole-word rule (a token is masked when a token of its word was drawn) in O(batch x tokens)
+        rather than its (batch, tokens, tokens) comparison, ~1 GB for 256 rows of 2,048 tokens: draws fall on first
+        pieces only, so each token takes its word's first piece's draw."""
+        mask = mask.numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        valid = word_ids != -1
+        before = np.concatenate([np.full_like(word_ids[:, :1], -2), word_ids[:, :-1]], axis=1)
+        first = valid & (word_ids != before)
+        start = np.maximum.accumulate(np.where(first, np.arange(word_ids.shape[1]), 0), axis=1)
+        return np.take_along_axis(mask, start, axis=1) & valid
+
     def restart(self, micro_batch: int) -> None:
         """The next micro-batch collated is the run's `micro_batch`-th (counted over every epoch and resume)."""
         self.start, self.calls = micro_batch, 0
