@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from fastpaths import run, tokens_per_second
+from finetune import score
 from machine import describe
 from transformers import AutoConfig, AutoModel
 
@@ -72,19 +73,13 @@ def main() -> None:
                        "--save_steps", every]  # fmt: skip
                 run(cmd, env)
                 (folder / "bench_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
-            scored = folder / "score.json"
-            if not scored.is_file():
-                mlm = recipes.load([str(folder / "recipe.yaml")]).model.objective == "mlm"
-                flags = ["--mlm_probability", "0.15", "--whole_word_mask", "false"] if mlm else []
-                run([sys.executable, str(ROOT / "scripts/score.py"), str(folder), "--max_eval_samples", "0",
-                     "--output", str(scored), *flags], env)  # fmt: skip
             r = recipes.load([str(folder / "recipe.yaml")])
             tokens = steps * r.training.per_device_train_batch_size * r.training.gradient_accumulation_steps
             final = json.loads((folder / "all_results.json").read_text())
             rows.append({
                 "recipe": name, "parameters": parameters(folder), "tokens/s": speed[name], "steps": steps,
                 "tokens": tokens * r.data.block_size, "train_runtime": final["train_runtime"],
-                "eval_loss": final["eval_loss"], "score": json.loads(scored.read_text()),
+                "eval_loss": final["eval_loss"], "score": score(folder, out),
             })  # fmt: skip
 
     print(f"\nmachine: {describe()}")
