@@ -319,10 +319,15 @@ def test_a_second_signal_during_that_save_exits_at_once_and_the_checkpoint_befor
     assert final_eval_loss(out) == pytest.approx(uninterrupted()[0], rel=1e-6)
 
 
-def test_ctrl_c_before_training_exits_130_having_written_nothing(env, tmp_path):
+# A run started from a terminal has SIGINT at its default; one started in the background of a script (`cmd &` in a
+# shell without job control) inherits it ignored, as does everything such a shell starts (a test suite included).
+@pytest.mark.parametrize("disposition", [signal.SIG_DFL, signal.SIG_IGN], ids=["terminal", "background"])
+def test_ctrl_c_before_training_exits_130_having_written_nothing(disposition, env, tmp_path):
     out = tmp_path / "out"
-    status, log = run([sys.executable, str(HERE / "kill_at.py"), "interrupt-data", "0", *command(out)[2:]], env,
-                      check=False)  # fmt: skip
+    cmd = [sys.executable, str(HERE / "kill_at.py"), "interrupt-data", "0", *command(out)[2:]]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))  # fmt: skip
+    status, log = proc.returncode, proc.stdout + proc.stderr
     assert status == 130, log[-3000:]
     assert "interrupted outside training: nothing more was saved" in log and "Traceback" not in log
     assert not out.exists()

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plan = "--plan" in argv
     argv = [a for a in argv if a != "--plan"]
+    preemption.heed_ctrl_c()
     try:
         recipe = recipes.load(argv)
         setup_logging(recipe.training)
@@ -90,6 +91,7 @@ def prepare_main(argv: list[str] | None = None) -> int:
     if "-h" in argv or "--help" in argv:
         print(PREPARE_USAGE)
         return 0
+    preemption.heed_ctrl_c()
     try:
         recipe = recipes.load(argv)
         setup_logging(recipe.training)

@@ -26,6 +26,14 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ECHO = 0.5
 
 
+def heed_ctrl_c() -> None:
+    """SIGINT raises KeyboardInterrupt from here on, even in a process started with it ignored (`cmd &` in a script,
+    and whatever such a shell starts): Preemption catches it during training whatever it was, so a run stops for
+    Ctrl-C or `kill -INT` at every moment, not only once it trains. From the main thread only, as Python allows."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class Preempted(Exception):
     """The run saved a checkpoint and stopped on a signal; `status` is the exit status (128 + the signal's number,
     as a shell reports a process the signal ended)."""
