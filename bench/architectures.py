@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from fastpaths import run, tokens_per_second
-from finetune import score
+from finetune import score, train
 from machine import describe
 from transformers import AutoConfig, AutoModel
 
@@ -66,13 +66,8 @@ def main() -> None:
             steps = base_steps if name == default else round(base_steps * speed[modern] / speed[default])
             folder = out / Path(name).stem
             every = str(max(1, steps // 3))
-            if not (folder / "all_results.json").is_file():
-                start = time.perf_counter()
-                cmd = [sys.executable, str(ROOT / "scripts/train.py"), str(ROOT / "recipes" / name), *common,
-                       "--output_dir", str(folder), "--max_steps", str(steps), "--eval_steps", every,
-                       "--save_steps", every]  # fmt: skip
-                run(cmd, env)
-                (folder / "bench_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
+            flags = ["--max_steps", str(steps), "--eval_steps", every, "--save_steps", every]
+            train(ROOT / "recipes" / name, folder, *flags)  # reused when finished
             r = recipes.load([str(folder / "recipe.yaml")])
             tokens = steps * r.training.per_device_train_batch_size * r.training.gradient_accumulation_steps
             final = json.loads((folder / "all_results.json").read_text())
