@@ -4,6 +4,7 @@ models, against the same recipe from random initialisation and against always an
     python bench/finetune.py [--pretrain recipes/mlm.yaml ...] [--seeds 42 43 44] [--learning_rates 1e-4 3e-4 1e-3]
     python bench/finetune.py --pretrained bench/out/mlm ...            # start from runs already trained
     python bench/finetune.py --pretrain recipes/mlm.yaml --curve 0.25 0.5 1 2 --png docs/pretraining-curve.png
+    python bench/finetune.py --pretrained bench/out/modernbert --finetune_flags "--max_train_samples 2000"
 
 Each start (a pretraining run of each --pretrain recipe as shipped, or each --pretrained folder) is fine-tuned from
 its weights, and the same classifier (architecture, sizes, tokenizer) from random weights. For each of the two, the
@@ -16,12 +17,16 @@ The seed sets the new head's initial weights and the order of the batches; the p
 and fine-tunes each at the learning rate chosen for the full run, with every seed; fraction 0 is random
 initialisation. It prints held-out accuracy against pretraining tokens and draws it to --png.
 
+--finetune_flags are train.py flags given to every fine-tuning run, from either start (e.g. --max_train_samples N:
+a seeded sample of N labelled passages); runs with other flags are kept apart under --out.
+
 Finished runs found under --out are read again, not retrained: an interrupted benchmark continues where it stopped.
 """
 
 import argparse
 import hashlib
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -100,23 +105,27 @@ def random_start(start: Path, out: Path) -> tuple[Path, str]:
     return path, name
 
 
-def finetune(start: Path, random: bool, lr: float, seed: int, out: Path) -> tuple[dict, float]:
+def finetune(
+    start: Path, random: bool, lr: float, seed: int, out: Path, extra: tuple[str, ...] = ()
+) -> tuple[dict, float]:
     if random:
         recipe, name = random_start(start, out)
         flags = []
     else:
         recipe, name, flags = RECIPE, f"{start.name}-pretrained", ["--model_name_or_path", str(start)]
-    folder = out / f"{name}-lr{lr:g}-seed{seed}"
-    seconds = train(recipe, folder, *flags, "--learning_rate", str(lr), "--seed", str(seed))
+    tag = f"-{hashlib.sha1(' '.join(extra).encode()).hexdigest()[:6]}" if extra else ""
+    folder = out / f"{name}{tag}-lr{lr:g}-seed{seed}"
+    seconds = train(recipe, folder, *flags, "--learning_rate", str(lr), "--seed", str(seed), *extra)
     return results(folder), seconds
 
 
-def sweep(start: Path, random: bool, rates: list[float], seeds: list[int], out: Path) -> tuple[float, list, list]:
+def sweep(start: Path, random: bool, rates: list[float], seeds: list[int], out: Path,
+          extra: tuple[str, ...] = ()) -> tuple[float, list, list]:  # fmt: skip
     """(chosen rate, [(rate, accuracy) with the first seed], [(seed, results, seconds) at the chosen rate])."""
-    first = [(lr, *finetune(start, random, lr, seeds[0], out)) for lr in rates]
+    first = [(lr, *finetune(start, random, lr, seeds[0], out, extra)) for lr in rates]
     best = max(first, key=lambda row: row[1]["eval_accuracy"])
     runs = [(seeds[0], best[1], best[2])]
-    runs += [(seed, *finetune(start, random, best[0], seed, out)) for seed in seeds[1:]]
+    runs += [(seed, *finetune(start, random, best[0], seed, out, extra)) for seed in seeds[1:]]
     return best[0], [(lr, r["eval_accuracy"]) for lr, r, _ in first], runs
 
 
@@ -165,7 +174,9 @@ def main() -> None:
     parser.add_argument("--curve", nargs="*", type=float, default=[], help="fractions of the first recipe's steps")
     parser.add_argument("--png", default="docs/pretraining-curve.png")
     parser.add_argument("--out", default="bench/out/finetune")
+    parser.add_argument("--finetune_flags", default="", help="train.py flags for every fine-tuning run, quoted")
     a = parser.parse_args()
+    extra = tuple(shlex.split(a.finetune_flags))
     if not a.pretrain and not a.pretrained:
         a.pretrain = [str(ROOT / "recipes" / "mlm.yaml")]
     out = Path(a.out).resolve()
@@ -175,13 +186,15 @@ def main() -> None:
     rows, chosen = [], {}
     for start, *_ in starts:
         for random in (False, True):
-            lr, first, runs = sweep(start, random, a.learning_rates, a.seeds, out)
+            lr, first, runs = sweep(start, random, a.learning_rates, a.seeds, out, extra)
             chosen[start, random] = lr
             rows.append((start, random, lr, first, runs))
     genre, base, test_counts = majority(starts[0][0])
 
     print(f"\nmachine: {describe()}")
     print(f"held-out passages per genre: {dict(sorted(test_counts.items()))} ({sum(test_counts.values())} in all)")
+    if extra:
+        print(f"every fine-tuning run with: {' '.join(extra)}")
     print("\n| pretraining run | tokens | minutes | eval loss (its own masking) | held-out loss (15% of tokens) "
           "| held-out accuracy |")  # fmt: skip
     print("|---|---|---|---|---|---|")
@@ -228,7 +241,7 @@ def main() -> None:
               + " / ".join(f"{x:.3f}" for x in points[0][1]) + " |")  # fmt: skip
         for fraction in sorted(a.curve):
             folder, seconds, tokens = pretrain(recipe, out, fraction)
-            accs = [finetune(folder, False, lr_pre, seed, out)[0]["eval_accuracy"] for seed in a.seeds]
+            accs = [finetune(folder, False, lr_pre, seed, out, extra)[0]["eval_accuracy"] for seed in a.seeds]
             points.append((tokens, accs))
             loss = results(folder)["eval_loss"]
             print(f"| {fraction:g}x | {tokens:,} | {seconds / 60:.1f} | {loss:.3f} | {mean_sd(accs)} | "
