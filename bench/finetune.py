@@ -3,7 +3,7 @@ models, against the same recipe from random initialisation and against always an
 
     python bench/finetune.py [--pretrain recipes/mlm.yaml ...] [--seeds 42 43 44] [--learning_rates 1e-4 3e-4 1e-3]
     python bench/finetune.py --pretrained bench/out/mlm ...            # start from runs already trained
-    python bench/finetune.py --pretrain recipes/mlm.yaml --curve 0.25 0.5 1 2 --png docs/pretraining-curve.png
+    python bench/finetune.py --pretrain recipes/mlm.yaml --curve 0.25 0.5 1 2 4 --png docs/pretraining-curve.png
     python bench/finetune.py --pretrained bench/out/modernbert --finetune_flags "--max_train_samples 2000"
 
 Each start (a pretraining run of each --pretrain recipe as shipped, or each --pretrained folder) is fine-tuned from
