@@ -39,6 +39,7 @@ from machine import describe
 
 from lm_recipes import data, labels, tasks
 from lm_recipes import recipe as recipes
+from lm_recipes.arguments import ARCHITECTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "finetune-genre.yaml"
@@ -93,9 +94,12 @@ def score(start: Path, out: Path) -> dict:
 def random_start(start: Path, out: Path) -> tuple[Path, str]:
     """(recipe, name) of finetune-genre.yaml from random weights of the pretrained run's architecture and sizes, with
     its tokenizer. Named by those, so pretraining settings that differ only in what they train (masking, learning
-    rate) share one random arm."""
+    rate) share one random arm. The architecture is the checkpoint's: a pretraining recipe's `model_type: auto` means
+    GPT-2 for clm, where a classification recipe's means BERT."""
     saved = yaml.safe_load((start / "recipe.yaml").read_text())
     keys = {k: saved[k] for k in MODEL_KEYS if k in saved}
+    built = json.loads((start / "config.json").read_text())["model_type"]
+    keys["model_type"] = "auto" if built == ARCHITECTURES["classification"][0] else built
     vocab = (start / "tokenizer.json").read_bytes()
     name = f"random-{keys.get('model_type', 'auto')}-{hashlib.sha1(json.dumps(keys).encode() + vocab).hexdigest()[:8]}"
     path = out / f"{name}.yaml"

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from transformers import AutoConfig, AutoTokenizer, pipeline
 
-from conftest import PRETRAIN
+from conftest import PRETRAIN, ROOT
 from lm_recipes import corpus, data, labels
 from lm_recipes import recipe as recipes
 
@@ -68,6 +68,30 @@ def test_genre_classifier_from_a_pretrained_mlm(train, pretrained):
     assert AutoTokenizer.from_pretrained(run.output_dir).vocab == AutoTokenizer.from_pretrained(start).vocab
     again = recipes.load([str(run.output_dir / "recipe.yaml")])  # the saved recipe, the checkpoint's keys in it, runs
     assert again.model.hidden_size == 64 and again.tokenizer.tokenizer_type == "auto"
+
+
+@pytest.mark.parametrize("model_type, head", [("gpt2", "GPT2ForSequenceClassification"),
+                                              ("llama", "LlamaForSequenceClassification")])  # fmt: skip
+def test_causal_classifier_from_random_weights_with_a_causal_runs_tokenizer(train, pretrained, tmp_path, model_type,
+                                                                            head):  # fmt: skip
+    # The random start that bench/finetune.py sets beside a causal pretraining run: finetune-genre.yaml without its
+    # checkpoint, the causal architecture, and the run's byte-level BPE tokenizer. The recipe inherits mlm.yaml's
+    # `tokenizer_type: wordpiece`, which says what tokenizer to train, so it must not refuse a tokenizer it is given.
+    start = pretrained("clm")
+    recipe = tmp_path / "random.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "base": str(ROOT / "recipes" / "finetune-genre.yaml"), "model_name_or_path": None,
+        "tokenizer_name": str(start), "model_type": model_type, "num_layers": 2, "num_heads": 2, "hidden_size": 64,
+        "intermediate_size": 128, "max_position_embeddings": 64, "dropout": 0.0, "attention_dropout": 0.0,
+    }))  # fmt: skip
+    run = train(str(recipe), *QUICK, "--genres", "comedies", "histories", "--max_steps", "10", "--eval_steps", "10",
+                "--save_steps", "10", "--max_eval_samples", "32")  # fmt: skip
+    assert f"Using the tokenizer {start}" in run.out and "Training a" not in run.out
+    config = AutoConfig.from_pretrained(run.output_dir)
+    assert config.model_type == model_type and config.architectures == [head]
+    vocab = AutoTokenizer.from_pretrained(start).get_vocab()
+    assert AutoTokenizer.from_pretrained(run.output_dir).get_vocab() == vocab
+    assert list(config.id2label.values()) == ["comedies", "histories"]
 
 
 @pytest.mark.parametrize("suffix", ["csv", "jsonl"])

@@ -135,7 +135,8 @@ def check(recipe: Recipe) -> list[str]:
             "tokenizer_name: a run from model_name_or_path uses that checkpoint's tokenizer; drop tokenizer_name"
         )
     scratch = m.model_name_or_path is None
-    if scratch and t.tokenizer_type != "auto" and model_type and wanted_tok[model_type] != t.tokenizer_type:
+    trains_tokenizer = scratch and t.tokenizer_name is None  # else tokenizer_type is not used
+    if trains_tokenizer and t.tokenizer_type != "auto" and model_type and wanted_tok[model_type] != t.tokenizer_type:
         problems.append(
             f"tokenizer_type: {t.tokenizer_type} does not fit model_type {model_type}; "
             f"use tokenizer_type: {wanted_tok[model_type]} (or auto)"
@@ -160,7 +161,7 @@ def check(recipe: Recipe) -> list[str]:
             )
     if not scratch and (problem := block_size_problem(d.block_size, d.block_size)):  # positions known once loaded
         problems.append(problem)
-    if t.tokenizer_name is None and m.model_name_or_path is None:
+    if trains_tokenizer:
         bpe = (t.tokenizer_type if t.tokenizer_type != "auto" else TOKENIZER_TYPES.get(model_type)) == "bpe"
         floor = 2 + 256 if bpe else 5
         if t.vocab_size < floor + 1:
