@@ -101,7 +101,7 @@ def random_start(start: Path, out: Path) -> tuple[Path, str]:
     built = json.loads((start / "config.json").read_text())["model_type"]
     keys["model_type"] = "auto" if built == ARCHITECTURES["classification"][0] else built
     vocab = (start / "tokenizer.json").read_bytes()
-    name = f"random-{keys.get('model_type', 'auto')}-{hashlib.sha1(json.dumps(keys).encode() + vocab).hexdigest()[:8]}"
+    name = f"random-{keys['model_type']}-{hashlib.sha1(json.dumps(keys).encode() + vocab).hexdigest()[:8]}"
     path = out / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({"base": str(RECIPE), "model_name_or_path": None, "tokenizer_name": str(start),
