@@ -70,6 +70,25 @@ def test_genre_classifier_from_a_pretrained_mlm(train, pretrained):
     assert again.model.hidden_size == 64 and again.tokenizer.tokenizer_type == "auto"
 
 
+def test_genre_classifier_recipe_from_the_causal_run(train, pretrained):
+    # recipes/finetune-genre-clm.yaml: the genre task of finetune-genre.yaml on the causal recipe's output, a GPT-2
+    # body under a new head, with the causal run's tokenizer (no WordPiece trained for the inherited tokenizer_type).
+    assert recipes.load([str(ROOT / "recipes/finetune-genre-clm.yaml")]).model.model_name_or_path == "outputs/clm"
+    start = pretrained("clm")
+    run = train("finetune-genre-clm.yaml", *QUICK, "--model_name_or_path", str(start), "--genres", "comedies",
+                "histories", "--max_steps", "10", "--eval_steps", "10", "--save_steps", "10",
+                "--max_eval_samples", "32")  # fmt: skip
+    assert f"Using the tokenizer of {start} (not retraining one)" in run.out and "Training a" not in run.out
+    assert f"model: GPT2ForSequenceClassification, starting from {start}" in run.out
+    config = AutoConfig.from_pretrained(run.output_dir)
+    assert config.architectures == ["GPT2ForSequenceClassification"] and config.n_embd == 64
+    assert config.pad_token_id == AutoTokenizer.from_pretrained(run.output_dir).pad_token_id
+    assert list(config.id2label.values()) == ["comedies", "histories"]
+    predicted = pipeline("text-classification", model=str(run.output_dir))("Now is the winter of our discontent")
+    assert predicted[0]["label"] in ("comedies", "histories")
+    assert yaml.safe_load((run.output_dir / "recipe.yaml").read_text())["output_dir"] == str(run.output_dir)
+
+
 @pytest.mark.parametrize("model_type, head", [("gpt2", "GPT2ForSequenceClassification"),
                                               ("llama", "LlamaForSequenceClassification")])  # fmt: skip
 def test_causal_classifier_from_random_weights_with_a_causal_runs_tokenizer(train, pretrained, tmp_path, model_type,
